@@ -1,0 +1,204 @@
+"""Image references exactly as Docker resolves them (distribution/reference).
+
+`parse("python")` gives `docker.io/library/python:latest`; a digest wins over a tag; an invalid
+reference is refused with the reason. `parse_strict` is the grammar without normalization.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from imgtool.digest import Digest
+from imgtool.errors import InvalidDigest, InvalidReference
+
+DEFAULT_DOMAIN = "docker.io"
+LEGACY_DEFAULT_DOMAIN = "index.docker.io"
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
+OFFICIAL_PREFIX = "library/"
+DEFAULT_TAG = "latest"
+NAME_TOTAL_LENGTH_MAX = 255
+
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})"
+_DOMAIN = rf"{_HOST}(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+
+ANCHORED_DOMAIN = re.compile(rf"^{_DOMAIN}$")
+ANCHORED_TAG = re.compile(rf"^{_TAG}$")
+ANCHORED_NAME = re.compile(rf"^(?:({_DOMAIN})/)?({_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)$")
+ANCHORED_REFERENCE = re.compile(rf"^({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?$")
+ANCHORED_IDENTIFIER = re.compile(r"^[a-f0-9]{64}$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A parsed reference. `registry` is empty only for `parse_strict` names without a domain."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repository}" if self.registry else self.repository
+
+    @property
+    def familiar_name(self) -> str:
+        """The short form Docker prints: `python`, `user/app`, `host:5000/a/b`."""
+        if self.registry != DEFAULT_DOMAIN:
+            return self.name
+        repo = self.repository
+        if repo.startswith(OFFICIAL_PREFIX) and repo.count("/") == 1:
+            return repo[len(OFFICIAL_PREFIX):]
+        return repo
+
+    @property
+    def familiar(self) -> str:
+        return self.familiar_name + self._suffix()
+
+    @property
+    def api_host(self) -> str:
+        """The host that serves the distribution API: docker.io lives at registry-1.docker.io."""
+        return DOCKER_HUB_API_HOST if self.registry == DEFAULT_DOMAIN else self.registry
+
+    @property
+    def identifier(self) -> str:
+        """What to ask the registry for: the digest when there is one, else the tag."""
+        return self.digest or self.tag or DEFAULT_TAG
+
+    def with_tag(self, tag: str) -> Reference:
+        if not ANCHORED_TAG.match(tag):
+            raise InvalidReference(tag, "a tag is up to 128 of [A-Za-z0-9_.-], not starting with . or -")
+        return replace(self, tag=tag, digest=None)
+
+    def with_digest(self, digest: str) -> Reference:
+        _validate_digest(f"{self.name}@{digest}", digest)
+        return replace(self, digest=digest)
+
+    def _suffix(self) -> str:
+        s = f":{self.tag}" if self.tag else ""
+        return s + (f"@{self.digest}" if self.digest else "")
+
+    def __str__(self) -> str:
+        return self.name + self._suffix()
+
+
+def _validate_digest(text: str, digest: str) -> None:
+    try:
+        Digest.parse_sha256(digest)
+    except InvalidDigest as e:
+        raise InvalidReference(text, e.reason) from None
+
+
+def parse_strict(text: str) -> Reference:
+    """The reference grammar with no normalization (distribution's `Parse`)."""
+    if text == "":
+        raise InvalidReference(text, "the reference is empty")
+    m = ANCHORED_REFERENCE.match(text)
+    if not m:
+        if ANCHORED_REFERENCE.match(text.lower()):
+            raise InvalidReference(text, "the repository name must be lowercase")
+        raise InvalidReference(text, _explain_format(text))
+    name, tag, digest = m.group(1), m.group(2), m.group(3)
+    nm = ANCHORED_NAME.match(name)
+    assert nm is not None  # the full reference matched, so its name part does
+    domain, path = nm.group(1) or "", nm.group(2)
+    if len(path) > NAME_TOTAL_LENGTH_MAX:
+        raise InvalidReference(
+            text, f"the repository path is longer than {NAME_TOTAL_LENGTH_MAX} characters"
+        )
+    if digest is not None:
+        _validate_digest(text, digest)
+    return Reference(domain, path, tag, digest)
+
+
+def _explain_format(text: str) -> str:
+    """A best-effort reason why a reference does not match the grammar."""
+    if text.startswith("/") or text.endswith("/") or "//" in text:
+        return "empty path component"
+    if text.count("@") > 1:
+        return "more than one '@'"
+    if "@" in text:
+        digest = text.split("@", 1)[1]
+        try:
+            Digest.parse_sha256(digest)
+        except InvalidDigest as e:
+            return e.reason
+    if ":" in text.rsplit("/", 1)[-1]:
+        tag = text.rsplit("/", 1)[-1].split(":", 1)[1].split("@")[0]
+        if tag and not ANCHORED_TAG.match(tag):
+            return f"invalid tag {tag!r} (up to 128 of [A-Za-z0-9_.-], not starting with . or -)"
+    return "invalid reference format (names are lowercase [a-z0-9] separated by . _ __ - and /)"
+
+
+def split_docker_domain(name: str) -> tuple[str, str]:
+    """Docker's rule: the first component is a registry when it has '.' or ':', is localhost,
+    or has an upper-case letter; otherwise the name is on docker.io."""
+    i = name.find("/")
+    first = name[:i] if i >= 0 else ""
+    if i == -1 or (
+        not any(c in first for c in ".:") and first != "localhost" and first.lower() == first
+    ):
+        domain, remainder = DEFAULT_DOMAIN, name
+    else:
+        domain, remainder = first, name[i + 1:]
+    if domain == LEGACY_DEFAULT_DOMAIN:
+        domain = DEFAULT_DOMAIN
+    if domain == DEFAULT_DOMAIN and "/" not in remainder:
+        remainder = OFFICIAL_PREFIX + remainder
+    return domain, remainder
+
+
+def parse_normalized_named(text: str) -> Reference:
+    """Docker's normalization without adding a default tag (distribution's `ParseNormalizedNamed`)."""
+    if ANCHORED_IDENTIFIER.match(text):
+        raise InvalidReference(text, "a 64-character hexadecimal string is an id, not a repository")
+    if text == "":
+        raise InvalidReference(text, "the reference is empty")
+    domain, remainder = split_docker_domain(text)
+    remote = remainder.split(":", 1)[0]
+    if remote.lower() != remote:
+        raise InvalidReference(text, f"the repository name ({remote}) must be lowercase")
+    try:
+        ref = parse_strict(f"{domain}/{remainder}")
+    except InvalidReference as e:
+        raise InvalidReference(text, e.reason) from None
+    if not ref.registry:
+        raise InvalidReference(text, "invalid reference format")
+    return ref
+
+
+def parse(text: str) -> Reference:
+    """Parse a reference as `docker pull` does: normalized, `latest` by default, digest wins."""
+    ref = parse_normalized_named(text)
+    if ref.digest:
+        return replace(ref, tag=None)
+    if ref.tag is None:
+        return replace(ref, tag=DEFAULT_TAG)
+    return ref
+
+
+def parse_name(text: str) -> Reference:
+    """A repository name only (`host/repo`), normalized; tags and digests are refused."""
+    ref = parse_normalized_named(text)
+    if ref.tag or ref.digest:
+        raise InvalidReference(text, "expected a repository name without tag or digest")
+    return ref
+
+
+def is_short_name(text: str) -> bool:
+    """True when the text names no registry, so that docker.io (or an alias) applies."""
+    i = text.find("/")
+    if i == -1:
+        return True
+    first = text[:i]
+    return not (any(c in first for c in ".:") or first == "localhost" or first.lower() != first)

@@ -1,0 +1,154 @@
+"""distribution/reference's own test tables (../shared/conformance/image-reference), every case."""
+
+from __future__ import annotations
+
+import fnmatch
+
+import pytest
+
+from imgtool import reference
+from imgtool.errors import InvalidReference
+from tests.support.corpus import load_cases
+
+CASES = load_cases("image-reference/reference_cases.json")
+COMPOSE = load_cases("image-reference/reference_compose_cases.json")
+REGEXP = load_cases("image-reference/reference_regexp_cases.json")
+
+
+def _parse_any(text: str) -> str:
+    """ParseAnyReference: a bare 64-hex id or a sha256 digest is a digest-only reference."""
+    if reference.ANCHORED_IDENTIFIER.match(text):
+        return "sha256:" + text
+    if text.startswith("sha256:") and reference.ANCHORED_IDENTIFIER.match(text[7:]):
+        return text
+    return str(reference.parse_normalized_named(text))
+
+
+def _run(case: dict) -> reference.Reference | str:
+    api, text = case["api"], case["input"]
+    if api in ("Parse", "Field.UnmarshalText"):
+        return reference.parse_strict(text)
+    if api == "WithName":
+        ref = reference.parse_strict(text)
+        if ref.tag or ref.digest:
+            raise InvalidReference(text, "name only")
+        return ref
+    if api == "ParseNamed":
+        ref = reference.parse_normalized_named(text)
+        if str(ref) != text:
+            raise InvalidReference(text, "not canonical")
+        return ref
+    if api == "ParseNormalizedNamed":
+        return reference.parse_normalized_named(text)
+    if api == "ParseAnyReference":
+        return _parse_any(text)
+    if api == "ParseDockerRef":
+        return reference.parse(text)
+    raise AssertionError(f"unknown api {api}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['suite']}:{c['input'][:60]}")
+def test_reference_case(case: dict) -> None:
+    if not case["valid"]:
+        with pytest.raises(InvalidReference) as info:
+            _run(case)
+        assert str(info.value).startswith("invalid reference")
+        return
+    got = _run(case)
+    if isinstance(got, str):
+        assert got == case["string"]
+        return
+    if case["string"] is not None:
+        assert str(got) == case["string"]
+    if case["name"] is not None:
+        assert got.name == case["name"]
+    if case["domain"] is not None:
+        assert got.registry == case["domain"]
+    if case["path"] is not None:
+        assert got.repository == case["path"]
+    if case["api"] == "Parse" or case["tag"] is not None:
+        assert got.tag == case["tag"]
+    if case["api"] == "Parse" or case["digest"] is not None:
+        assert got.digest == case["digest"]
+    if case["familiar"] is not None:
+        assert got.familiar == case["familiar"]
+    if case["normalized"] is not None:
+        assert str(got) == case["normalized"]
+
+
+@pytest.mark.parametrize("case", COMPOSE, ids=lambda c: f"{c['suite']}:{c['name']}")
+def test_compose(case: dict) -> None:
+    ref = reference.parse_strict(case["name"])
+    if case.get("expected_error"):
+        with pytest.raises(InvalidReference):
+            if case["tag"] is not None:
+                ref.with_tag(case["tag"])
+            if case["digest"] is not None:
+                ref.with_digest(case["digest"])
+        return
+    if case["tag"] is not None:
+        ref = ref.with_tag(case["tag"])
+    if case["digest"] is not None:
+        # the corpus uses a 37-hex fake digest that only the grammar (not sha256) accepts
+        ref = reference.Reference(ref.registry, ref.repository, ref.tag, case["digest"])
+    assert str(ref) == case["expected_string"]
+
+
+def _regexp_for(case: dict):
+    return {
+        "TestDomainRegexp": reference.ANCHORED_DOMAIN,
+        "TestFullNameRegexp": reference.ANCHORED_NAME,
+        "TestReferenceRegexp": reference.ANCHORED_REFERENCE,
+        "TestIdentifierRegexp": reference.ANCHORED_IDENTIFIER,
+    }[case["suite"]]
+
+
+@pytest.mark.parametrize("case", REGEXP, ids=lambda c: f"{c['suite']}:{c['input'][:50]}")
+def test_grammar(case: dict) -> None:
+    m = _regexp_for(case).match(case["input"])
+    assert bool(m) == case["match"]
+    if m and case["subs"]:
+        assert [s or "" for s in m.groups()] == case["subs"]
+
+
+def test_docker_defaults() -> None:
+    ref = reference.parse("python")
+    assert (ref.registry, ref.repository, ref.tag) == ("docker.io", "library/python", "latest")
+    assert str(ref) == "docker.io/library/python:latest"
+    assert ref.api_host == "registry-1.docker.io"
+    d = "sha256:" + "a" * 64
+    both = reference.parse(f"host:5000/a/b:1.0@{d}")
+    assert both.tag is None and both.digest == d and str(both) == f"host:5000/a/b@{d}"
+
+
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        ("Python", "lowercase"),
+        ("a" * 256, "longer than 255"),
+        ("foo:-bad", "invalid tag"),
+        ("repo@sha256:abc", "right length"),
+        ("", "empty"),
+    ],
+)
+def test_refusal_says_why(text: str, why: str) -> None:
+    with pytest.raises(InvalidReference, match=why):
+        reference.parse(text)
+
+
+def test_familiar_match_uses_path_match() -> None:
+    # FamiliarMatch cases: the pattern is matched against the familiar string, then the name.
+    for case in load_cases("image-reference/reference_familiar_match_cases.json"):
+        if case.get("expected_error"):
+            continue
+        ref = reference.parse_normalized_named(case["reference"])
+        got = _path_match(case["pattern"], ref.familiar) or _path_match(
+            case["pattern"], ref.familiar_name
+        )
+        assert got == case["expected"], case
+
+
+def _path_match(pattern: str, name: str) -> bool:
+    # Go's path.Match: '*' does not cross '/', so compare component by component.
+    pp, nn = pattern.split("/"), name.split("/")
+    return len(pp) == len(nn) and all(fnmatch.fnmatchcase(n, p) for p, n in zip(pp, nn))
