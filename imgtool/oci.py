@@ -18,7 +18,7 @@ from typing import Any
 
 from imgtool import mediatypes as mt
 from imgtool.digest import Digest
-from imgtool.errors import InvalidDigest, InvalidPlatform, SpecError
+from imgtool.errors import InvalidDigest, InvalidPlatform, NoMatchingPlatform, SpecError
 
 _MEDIA_TYPE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
@@ -349,10 +349,22 @@ def sniff_media_type(raw: bytes) -> str | None:
     return None
 
 
+def _declared_media_type(raw: bytes) -> str | None:
+    try:
+        d = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(d, dict) and isinstance(d.get("mediaType"), str):
+        return d["mediaType"]
+    if isinstance(d, dict) and d.get("schemaVersion") == 1:
+        return mt.DOCKER_SCHEMA1
+    return None
+
+
 def parse_manifest_or_index(raw: bytes, media_type: str | None) -> Manifest | Index:
     """Parse what a registry or a layout returned; the document's own mediaType wins."""
-    declared = sniff_media_type(raw)
-    kind = declared or media_type or ""
+    declared = _declared_media_type(raw)
+    kind = declared or media_type or sniff_media_type(raw) or ""
     if kind in mt.SCHEMA1_TYPES or media_type in mt.SCHEMA1_TYPES:
         raise SpecError(
             "Docker image manifest schema 1 is deprecated and not supported; "
@@ -474,3 +486,27 @@ def validate_layout_header(raw: bytes) -> None:
 def canonical_json(doc: Any) -> bytes:
     """Compact JSON with sorted keys: the same document always has the same digest."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def select_platform(index: Index, wanted: Platform) -> Descriptor:
+    """The index entry for `wanted`, as Docker picks: an exact match, else a compatible variant.
+
+    Entries without a platform, for another OS, or attestations (`unknown/unknown`) never match.
+    """
+    entries = [d for d in index.manifests if d.platform is not None]
+    for candidate in wanted.candidates():
+        for d in entries:
+            assert d.platform is not None
+            p = d.platform.normalized()
+            if (p.os, p.architecture) != (candidate.os, candidate.architecture):
+                continue
+            if p.variant == candidate.variant:
+                return d
+    # a platform asked for without a variant takes the first variant the index offers
+    if not wanted.variant:
+        for d in entries:
+            assert d.platform is not None
+            if (d.platform.os, d.platform.architecture) == (wanted.os, wanted.architecture):
+                return d
+    available = [str(d.platform) for d in entries if str(d.platform) != "unknown/unknown"]
+    raise NoMatchingPlatform(str(wanted), available)

@@ -1,0 +1,125 @@
+"""Sniffing, decompressing and compressing layer streams (gzip, zstd, none).
+
+File objects in, file objects out. Compressed output is deterministic: a gzip header with no
+name and mtime 0, so the same tar always gives the same blob.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from typing import BinaryIO, Literal
+
+import zstandard
+
+Compression = Literal["gzip", "zstd", "none"]
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+CHUNK = 1 << 20
+
+
+def sniff(head: bytes) -> Compression:
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return "none"
+
+
+class _Peeked(io.RawIOBase):
+    """Puts the sniffed bytes back in front of the stream."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buf))
+        n = len(data)
+        buf[:n] = data
+        return n
+
+
+def open_decompressed(src: BinaryIO, compression: Compression | None = None) -> BinaryIO:
+    """A reader of the uncompressed bytes; sniffs the format unless told.
+
+    zstd is read across frames: python-zstandard stops after the first frame otherwise.
+    """
+    if compression is None:
+        head = src.read(4)
+        compression = sniff(head)
+        src = io.BufferedReader(_Peeked(head, src), CHUNK)  # type: ignore[assignment]
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
+    if compression == "zstd":
+        dctx = zstandard.ZstdDecompressor()
+        return dctx.stream_reader(src, read_across_frames=True, closefd=False)  # type: ignore[return-value]
+    return src
+
+
+class GzipWriter:
+    """A deterministic gzip stream writer (no file name, mtime 0) over a binary sink."""
+
+    def __init__(self, sink: BinaryIO, level: int = 6) -> None:
+        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=level, mtime=0)
+
+    def write(self, data: bytes) -> int:
+        return self._gz.write(data)
+
+    def close(self) -> None:
+        self._gz.close()
+
+
+class ZstdWriter:
+    def __init__(self, sink: BinaryIO, level: int = 3) -> None:
+        cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        self._w = cctx.stream_writer(sink, closefd=False)
+
+    def write(self, data: bytes) -> int:
+        return self._w.write(data)
+
+    def close(self) -> None:
+        self._w.flush(zstandard.FLUSH_FRAME)
+        self._w.close()
+
+
+class PlainWriter:
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+
+    def write(self, data: bytes) -> int:
+        return self._sink.write(data)
+
+    def close(self) -> None:
+        pass
+
+
+def compressing_writer(sink: BinaryIO, compression: Compression) -> GzipWriter | ZstdWriter | PlainWriter:
+    if compression == "gzip":
+        return GzipWriter(sink)
+    if compression == "zstd":
+        return ZstdWriter(sink)
+    return PlainWriter(sink)
+
+
+def gzip_bytes(data: bytes, level: int = 6) -> bytes:
+    buf = io.BytesIO()
+    w = GzipWriter(buf, level)
+    w.write(data)
+    w.close()
+    return buf.getvalue()
+
+
+__all__ = [
+    "Compression", "sniff", "open_decompressed", "compressing_writer", "gzip_bytes", "zlib",
+]

@@ -1,0 +1,479 @@
+"""The image store: an OCI image layout on disk that skopeo, umoci and oci-image-tool read as is.
+
+    <root>/oci-layout, index.json, blobs/sha256/<hex>   the layout itself
+    <root>/ingest/<hex>.partial                          downloads in progress (resumable)
+    <root>/locks/                                        flock(2) files
+
+Blob writes are atomic (temporary file, fsync, rename, directory fsync) and verified before the
+rename, so a blob under blobs/ is always whole and correct. `index.json` is rewritten under an
+exclusive lock. Writers (pull, push, tag) hold the gc lock shared for the whole operation; gc
+holds it exclusive, so it never removes a blob that a running pull has written but not yet named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from imgtool import mediatypes as mt
+from imgtool import oci
+from imgtool import reference as refs
+from imgtool.digest import Digest
+from imgtool.errors import (
+    BlobNotFound,
+    DigestMismatch,
+    ImageNotFound,
+    InvalidDigest,
+    InvalidReference,
+    SizeMismatch,
+    SpecError,
+    StoreError,
+)
+
+LAYOUT_HEADER = b'{"imageLayoutVersion":"1.0.0"}'
+INDEX_DIGEST_ANNOTATION = "io.imgtool.index.digest"
+CHUNK = 1 << 20
+
+
+def default_root() -> Path:
+    env = os.environ.get("IMGTOOL_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/imgtool")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
+    return Path(data) / "imgtool"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a whole file so that readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, exclusive: bool) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An image in the store: the name it was found by, its top descriptor and, for a
+    single-platform image (or the platform picked from an index), its manifest and config."""
+
+    name: str
+    descriptor: oci.Descriptor
+    manifest: oci.Manifest
+    config: oci.ImageConfig
+    index: oci.Index | None = None
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+    @property
+    def size(self) -> int:
+        """Bytes of the image's blobs (config and compressed layers) plus the manifest."""
+        return len(self.manifest.raw) + sum(d.size for d in self.manifest.blobs())
+
+
+class Ingest:
+    """A blob being written: resumable, verified, then renamed into place on `commit()`.
+
+    `offset` is how many bytes an earlier, interrupted attempt already left; the caller asks
+    the source for the rest (HTTP Range) or calls `restart()` when it cannot.
+    """
+
+    def __init__(self, store: Store, digest: Digest, size: int | None) -> None:
+        self.store = store
+        self.digest = digest
+        self.size = size
+        self.path = store.root / "ingest" / f"{digest.encoded}.partial"
+        self._fd = self._open_locked()
+        self.already_done = store.has_blob(str(digest))
+        self._hash = hashlib.sha256()
+        self.offset = 0
+        if not self.already_done:
+            self._rehash_partial()
+
+    def _open_locked(self) -> int:
+        """Open and lock the partial file; another process fetching the same blob waits here.
+        When the lock is won on a file the previous holder already renamed into blobs/, open
+        the path again."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+
+    def _rehash_partial(self) -> None:
+        with os.fdopen(os.dup(self._fd), "rb") as f:
+            while chunk := f.read(CHUNK):
+                self._hash.update(chunk)
+                self.offset += len(chunk)
+        if self.size is not None and self.offset > self.size:
+            self.restart()
+        os.lseek(self._fd, self.offset, os.SEEK_SET)
+
+    def restart(self) -> None:
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._hash = hashlib.sha256()
+        self.offset = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._hash.update(data)
+        self.offset += len(data)
+        if self.size is not None and self.offset > self.size:
+            raise SizeMismatch(f"blob {self.digest}", self.size, self.offset)
+
+    def commit(self) -> None:
+        """Verify size and digest, then move the blob into place. On a mismatch the partial
+        file is discarded (it can never become right) and nothing enters the store."""
+        what = f"blob {self.digest}"
+        actual = "sha256:" + self._hash.hexdigest()
+        try:
+            if self.size is not None and self.offset != self.size:
+                raise SizeMismatch(what, self.size, self.offset)
+            if actual != str(self.digest):
+                raise DigestMismatch(what, str(self.digest), actual, self.offset)
+        except (SizeMismatch, DigestMismatch):
+            self.discard()
+            raise
+        os.fsync(self._fd)
+        os.replace(self.path, self.store.blob_path(str(self.digest)))
+        _fsync_dir(self.store.blob_path(str(self.digest)).parent)
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def close(self) -> None:
+        if self._fd >= 0 and self.already_done:
+            self.discard()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Ingest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Store:
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self._ready = False
+
+    # --- set-up and locks -----------------------------------------------------------------
+
+    def init(self) -> Store:
+        """Create the layout if needed; refuse a directory that is some other layout version."""
+        if self._ready:
+            return self
+        try:
+            for d in ("blobs/sha256", "ingest", "locks"):
+                (self.root / d).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store at {self.root}: {e.strerror}") from None
+        header = self.root / "oci-layout"
+        with _flock(self.root / "locks" / "index.lock", exclusive=True):
+            if header.exists():
+                oci.validate_layout_header(header.read_bytes())
+            else:
+                atomic_write(header, LAYOUT_HEADER)
+            if not (self.root / "index.json").exists():
+                self._write_index([])
+        self._ready = True
+        return self
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Store]:
+        """Hold while adding blobs that are not named yet: keeps gc out until they are."""
+        self.init()
+        with _flock(self.root / "locks" / "gc.lock", exclusive=False):
+            yield self
+
+    # --- blobs ----------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        try:
+            d = Digest.parse_sha256(digest)
+        except InvalidDigest as e:
+            raise StoreError(str(e)) from None
+        return self.root / "blobs" / "sha256" / d.encoded
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.blob_path(digest), "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+
+    def read_blob(self, digest: str) -> bytes:
+        with self.open_blob(digest) as f:
+            return f.read()
+
+    def blob_size(self, digest: str) -> int:
+        try:
+            return self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+
+    def ingest(self, digest: str, size: int | None = None) -> Ingest:
+        self.init()
+        return Ingest(self, Digest.parse_sha256(digest), size)
+
+    def write_blob(self, data: bytes, digest: str | None = None) -> str:
+        """Store bytes; when `digest` is given they must hash to it. Returns the digest."""
+        actual = str(Digest.of(data))
+        if digest is not None and digest != actual:
+            raise DigestMismatch("blob", digest, actual, len(data))
+        if self.has_blob(actual):
+            return actual
+        with self.ingest(actual, len(data)) as ing:
+            if not ing.already_done:
+                ing.restart()
+                ing.write(data)
+                ing.commit()
+        return actual
+
+    def write_blob_from(self, src: BinaryIO) -> tuple[str, int]:
+        """Store a stream whose digest is not known beforehand; returns (digest, size)."""
+        self.init()
+        tmp = self.root / "ingest" / f"stream.{os.getpid()}.{id(src)}.partial"
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as f:
+                while chunk := src.read(CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            digest = "sha256:" + h.hexdigest()
+            os.replace(tmp, self.blob_path(digest))
+            _fsync_dir(self.blob_path(digest).parent)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return digest, size
+
+    # --- index.json -----------------------------------------------------------------------
+
+    def _read_index(self) -> list[oci.Descriptor]:
+        path = self.root / "index.json"
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            if not (self.root / "oci-layout").exists():
+                raise StoreError(f"{self.root} is not an OCI image layout") from None
+            return []
+        try:
+            return list(oci.Index.from_json(raw).manifests)
+        except SpecError as e:
+            raise StoreError(f"{path} is damaged: {e}") from None
+
+    def _write_index(self, manifests: list[oci.Descriptor]) -> None:
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [d.to_dict() for d in manifests],
+        }
+        atomic_write(self.root / "index.json", json.dumps(doc, indent=2).encode() + b"\n")
+
+    def entries(self) -> list[oci.Descriptor]:
+        """The descriptors of index.json, named or not, in order."""
+        if not (self.root / "oci-layout").exists():
+            return []
+        return self._read_index()
+
+    def set_ref(self, name: str, desc: oci.Descriptor) -> None:
+        """Point `name` at `desc` (replacing what it pointed at); the blobs must be there."""
+        self.init()
+        if not self.has_blob(desc.digest):
+            raise BlobNotFound(desc.digest)
+        annotations = {**desc.annotations, oci.REF_NAME: name}
+        new = desc.with_annotations(annotations)
+        with _flock(self.root / "locks" / "index.lock", exclusive=True):
+            manifests = [d for d in self._read_index() if d.ref_name != name]
+            manifests.append(new)
+            self._write_index(manifests)
+
+    def remove_ref(self, name: str) -> oci.Descriptor:
+        self.init()
+        with _flock(self.root / "locks" / "index.lock", exclusive=True):
+            manifests = self._read_index()
+            kept = [d for d in manifests if d.ref_name != name]
+            if len(kept) == len(manifests):
+                raise ImageNotFound(name)
+            removed = next(d for d in manifests if d.ref_name == name)
+            self._write_index(kept)
+        return removed
+
+    # --- lookups --------------------------------------------------------------------------
+
+    def find(self, name: str) -> tuple[str, oci.Descriptor]:
+        """Find an image by name as given, by its normalized reference, or by digest or id
+        (a prefix of at least 4 hex characters of the manifest or config digest)."""
+        entries = self.entries()
+        by_name = {d.ref_name: d for d in entries if d.ref_name}
+        if name in by_name:
+            return name, by_name[name]
+        with contextlib.suppress(InvalidReference):
+            normalized = str(refs.parse(name))
+            if normalized in by_name:
+                return normalized, by_name[normalized]
+        hexpart = name.split(":", 1)[1] if name.startswith("sha256:") else name
+        if len(hexpart) >= 4 and all(c in "0123456789abcdef" for c in hexpart):
+            hits = [d for d in entries if self._matches_id(d, hexpart)]
+            distinct = {d.digest for d in hits}
+            if len(distinct) == 1:
+                return hits[0].ref_name or hits[0].digest, hits[0]
+            if len(distinct) > 1:
+                raise StoreError(f"{name!r} is ambiguous: it matches {len(distinct)} images")
+        shown = name
+        with contextlib.suppress(InvalidReference):
+            shown = str(refs.parse(name))
+        raise ImageNotFound(shown)
+
+    def _matches_id(self, desc: oci.Descriptor, hexpart: str) -> bool:
+        if desc.digest.split(":", 1)[1].startswith(hexpart):
+            return True
+        with contextlib.suppress(StoreError, SpecError):
+            m = self.manifest(desc)
+            if isinstance(m, oci.Manifest):
+                return m.config.digest.split(":", 1)[1].startswith(hexpart)
+        return False
+
+    def manifest(self, desc: oci.Descriptor) -> oci.Manifest | oci.Index:
+        raw = self.read_blob(desc.digest)
+        media_type = desc.media_type
+        if media_type not in mt.MANIFEST_TYPES | mt.INDEX_TYPES:
+            raise SpecError(f"{desc.digest} has media type {media_type!r}, not a manifest or index")
+        return oci.parse_manifest_or_index(raw, media_type)
+
+    def config(self, manifest: oci.Manifest) -> oci.ImageConfig:
+        return oci.ImageConfig.from_json(self.read_blob(manifest.config.digest))
+
+    def image(self, name: str, platform: oci.Platform | None = None) -> StoredImage:
+        """The image named `name`; for an index, the entry for `platform` (the host's)."""
+        found, desc = self.find(name)
+        top = self.manifest(desc)
+        index = None
+        if isinstance(top, oci.Index):
+            index = top
+            child = oci.select_platform(top, platform or oci.Platform.host())
+            top = self.manifest(child)
+            if isinstance(top, oci.Index):
+                raise SpecError(f"{found}: nested indexes are not supported")
+        return StoredImage(found, desc, top, self.config(top), index)
+
+    # --- garbage collection ---------------------------------------------------------------
+
+    def referenced(self) -> set[str]:
+        """Every blob reachable from index.json. Unknown media types at the top are an error:
+        gc cannot know what such a blob refers to."""
+        seen: set[str] = set()
+
+        def walk(desc: oci.Descriptor, top: bool) -> None:
+            if desc.digest in seen:
+                return
+            if desc.media_type in mt.MANIFEST_TYPES | mt.INDEX_TYPES:
+                if not self.has_blob(desc.digest):
+                    if top:
+                        raise StoreError(f"gc: {desc.digest} is named in index.json but missing")
+                    return  # an index may list platforms that were not pulled
+                seen.add(desc.digest)
+                m = self.manifest(desc)
+                children = m.blobs() if isinstance(m, oci.Manifest) else list(m.manifests)
+                for c in children:
+                    walk(c, False)
+            elif top:
+                raise StoreError(f"gc: unknown media type: {desc.media_type}")
+            else:
+                seen.add(desc.digest)
+
+        for d in self.entries():
+            walk(d, True)
+        return seen
+
+    def gc(self, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Remove every blob that index.json does not reach, and abandoned partial downloads.
+        Returns (digest, size) of what was (or, with dry_run, would be) removed."""
+        self.init()
+        removed: list[tuple[str, int]] = []
+        with _flock(self.root / "locks" / "gc.lock", exclusive=True):
+            keep = self.referenced()
+            blobdir = self.root / "blobs" / "sha256"
+            for p in sorted(blobdir.iterdir()):
+                digest = f"sha256:{p.name}"
+                if digest in keep or p.name.startswith("."):
+                    continue
+                removed.append((digest, p.stat().st_size))
+                if not dry_run:
+                    p.unlink()
+            if not dry_run:
+                for p in (self.root / "ingest").glob("*.partial"):
+                    _unlink_if_unlocked(p)
+        return removed
+
+
+def _unlink_if_unlocked(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return
+    try:
+        path.unlink()
+    finally:
+        os.close(fd)
