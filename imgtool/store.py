@@ -25,6 +25,7 @@ from typing import BinaryIO
 from imgtool import mediatypes as mt
 from imgtool import oci
 from imgtool import reference as refs
+from imgtool.atomic import atomic_write, fsync_dir
 from imgtool.digest import Digest
 from imgtool.errors import (
     BlobNotFound,
@@ -50,31 +51,6 @@ def default_root() -> Path:
         return Path("/var/lib/imgtool")
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
     return Path(data) / "imgtool"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a whole file so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -181,7 +157,7 @@ class Ingest:
             raise
         os.fsync(self._fd)
         os.replace(self.path, self.store.blob_path(str(self.digest)))
-        _fsync_dir(self.store.blob_path(str(self.digest)).parent)
+        fsync_dir(self.store.blob_path(str(self.digest)).parent)
 
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -297,7 +273,7 @@ class Store:
                 os.fsync(f.fileno())
             digest = "sha256:" + h.hexdigest()
             os.replace(tmp, self.blob_path(digest))
-            _fsync_dir(self.blob_path(digest).parent)
+            fsync_dir(self.blob_path(digest).parent)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

@@ -1,0 +1,46 @@
+"""The command line: a thin click layer over the library, and the only place that prints.
+
+Commands live one module per verb or small group; heavy modules are imported inside the
+commands, so that starting imgtool costs only what the command needs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from imgtool import __version__
+from imgtool.errors import ImgtoolError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ImgtoolError as e:
+            click.echo(f"imgtool: {_one_line(str(e))}", err=True)
+            sys.exit(getattr(ctx, "imgtool_exit_code", 1))
+        except KeyboardInterrupt:
+            click.echo("imgtool: interrupted", err=True)
+            sys.exit(130)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="imgtool")
+@click.option("--root", envvar="IMGTOOL_ROOT", type=click.Path(file_okay=False),
+              help="The store (an OCI image layout). Default /var/lib/imgtool as root.")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None) -> None:
+    """A daemonless OCI image builder, layer manager and runner."""
+    ctx.obj = {"root": root}
+
+
+def main() -> None:
+    from imgtool.cli import images, login, transfer  # noqa: F401  (they register commands)
+
+    cli(prog_name="imgtool")

@@ -1,0 +1,39 @@
+"""Options and helpers shared by several commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imgtool.store import Store
+
+
+def store_of(ctx: click.Context) -> Store:
+    root = ctx.find_root().obj.get("root")
+    return Store(Path(root) if root else None)
+
+
+def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--cert-dir", type=click.Path(exists=True, file_okay=False),
+                     help="CA certificates (*.crt) and client keys instead of certs.d.")(f)
+    f = click.option("--insecure", is_flag=True,
+                     help="Allow plain HTTP and unverified TLS for this registry.")(f)
+    return f
+
+
+def transport(insecure: bool, cert_dir: str | None, **extra: Any) -> Any:
+    from imgtool.registry.client import TransportOptions
+
+    return TransportOptions(insecure=insecure, cert_dir=Path(cert_dir) if cert_dir else None,
+                            **extra)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n}B"

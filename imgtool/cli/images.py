@@ -1,0 +1,95 @@
+"""Commands over the store: images, inspect, tag, rmi, gc."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from imgtool.cli import cli
+from imgtool.cli.common import human_size, store_of
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (exact bytes, full digests).")
+@click.option("--digests", is_flag=True, help="Show full digests.")
+@click.pass_context
+def images(ctx: click.Context, as_json: bool, digests: bool) -> None:
+    """List the images in the store."""
+    from imgtool.inspect import list_images
+
+    rows = list_images(store_of(ctx))
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    table = [("NAME", "DIGEST", "IMAGE ID", "CREATED", "SIZE")]
+    for r in rows:
+        digest = r.digest if digests else r.digest.split(":", 1)[1][:12]
+        table.append((r.name, digest, r.image_id.split(":", 1)[1][:12] if r.image_id else "-",
+                      r.created_ago, human_size(r.size)))
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    for row in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--platform", help="For an index: which platform's manifest and config.")
+@click.option("--raw", is_flag=True, help="Print the manifest exactly as stored.")
+@click.option("--config", "config_only", is_flag=True, help="Print the config exactly as stored.")
+@click.pass_context
+def inspect(ctx: click.Context, name: str, platform: str | None, raw: bool,
+            config_only: bool) -> None:
+    """Show an image's manifest and config as JSON."""
+    from imgtool import oci
+    from imgtool.inspect import inspect_image
+
+    store = store_of(ctx)
+    plat = oci.Platform.parse(platform) if platform else None
+    if raw or config_only:
+        img = store.image(name, plat)
+        data = img.config.raw if config_only else store.read_blob(img.descriptor.digest)
+        click.echo(data.decode())
+        return
+    click.echo(json.dumps(inspect_image(store, name, plat), indent=2))
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("target")
+@click.pass_context
+def tag(ctx: click.Context, source: str, target: str) -> None:
+    """Give the image SOURCE another name, TARGET."""
+    from imgtool import reference
+
+    store = store_of(ctx)
+    new = str(reference.parse(target))
+    with store.writing():
+        _, desc = store.find(source)
+        store.set_ref(new, desc)
+    click.echo(new)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Remove image names from the store (their blobs go with the next gc)."""
+    store = store_of(ctx)
+    for name in names:
+        found, _ = store.find(name)
+        store.remove_ref(found)
+        click.echo(f"Untagged: {found}")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool) -> None:
+    """Remove every blob no image name reaches."""
+    removed = store_of(ctx).gc(dry_run=dry_run)
+    verb = "Would remove" if dry_run else "Removed"
+    total = sum(size for _, size in removed)
+    for digest, size in removed:
+        click.echo(f"{verb} {digest} ({human_size(size)})")
+    click.echo(f"{verb} {len(removed)} blobs, {human_size(total)}")

@@ -1,0 +1,207 @@
+"""`imgtool pull`: resolve a reference, pick a platform, fetch and verify every blob, name it.
+
+Mirrors are tried in order before the registry itself. A tag is resolved with HEAD first, and
+a manifest or blob already in the store is never fetched again. Layers come in parallel
+(three at a time, as Docker does). Nothing is named until every blob is in the store, so an
+interrupted or failed pull leaves the store's names exactly as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from imgtool import mediatypes as mt
+from imgtool import oci
+from imgtool.errors import (
+    AuthError,
+    DigestMismatch,
+    ImgtoolError,
+    NotFound,
+    RegistryError,
+    SpecError,
+)
+from imgtool.progress import Callback, Event, ignore
+from imgtool.reference import Reference
+from imgtool.registry import config as regconf
+from imgtool.registry.client import ClientPool, RegistryClient, TransportOptions
+from imgtool.store import INDEX_DIGEST_ANNOTATION, Store
+
+MAX_CONCURRENT_DOWNLOADS = 3
+
+
+@dataclass
+class PullOptions:
+    platform: oci.Platform | None = None
+    all_platforms: bool = False
+    transport: TransportOptions = field(default_factory=TransportOptions)
+    registries: regconf.RegistriesConf | None = None
+    progress: Callback = ignore
+    max_concurrent: int = MAX_CONCURRENT_DOWNLOADS
+
+
+@dataclass(frozen=True)
+class PullResult:
+    name: str
+    digest: str  # of what the name points at: the manifest, or the index with --all-platforms
+    media_type: str
+    index_digest: str | None
+    source: str  # the endpoint that served it
+    fetched_bytes: int
+    platform: str
+
+
+def pull(text: str | Reference, store: Store, options: PullOptions | None = None) -> PullResult:
+    opts = options or PullOptions()
+    conf = opts.registries if opts.registries is not None else regconf.load()
+    ref = conf.resolve(text) if isinstance(text, str) else text
+    endpoints = conf.endpoints(ref, opts.transport.insecure)
+    pool = ClientPool(opts.transport)
+    errors: list[ImgtoolError] = []
+    with store.writing():
+        for ep in endpoints:
+            try:
+                return _pull_from(ref, ep, pool.get(ep.host, ep.insecure), store, opts)
+            except (RegistryError, DigestMismatch) as e:
+                if not ep.mirror:
+                    raise _with_reference(e, ref) from None
+                errors.append(e)
+                opts.progress(Event("info", message=f"mirror {ep} failed: {e}; trying the next"))
+    raise AssertionError("the registry itself is always the last endpoint")
+
+
+def _with_reference(e: ImgtoolError, ref: Reference) -> ImgtoolError:
+    """Name the normalized reference in 'not found' and 'denied' errors, as docker does."""
+    if isinstance(e, NotFound) and "manifests/" in e.url:
+        return NotFound(f"{ref}: not found: manifest unknown ({e.url})", method=e.method,
+                        url=e.url, status=e.status, codes=e.codes)
+    if isinstance(e, AuthError) and e.status in (401, 403) and ref.name not in str(e):
+        return AuthError(f"{ref}: {e}", method=e.method, url=e.url, status=e.status,
+                         codes=e.codes)
+    return e
+
+
+class _Fetcher:
+    """Fetches manifests and blobs of one repository into the store, verified."""
+
+    def __init__(self, client: RegistryClient, repository: str, store: Store, opts: PullOptions):
+        self.client = client
+        self.repository = repository
+        self.store = store
+        self.opts = opts
+        self.fetched = 0
+
+    def manifest(self, ref: str, known: oci.Descriptor | None = None) -> oci.Manifest | oci.Index:
+        """By digest (store first) or by tag (HEAD first, then the store, then GET)."""
+        digest = ref if ref.startswith("sha256:") else None
+        media_type = known.media_type if known else None
+        if digest is None:
+            info = self.client.head_manifest(self.repository, ref)
+            if info is not None:
+                digest, media_type = info.digest, info.media_type or media_type
+        if digest is not None and self.store.has_blob(digest):
+            return oci.parse_manifest_or_index(self.store.read_blob(digest), media_type)
+        got = self.client.get_manifest(self.repository, digest or ref)
+        if digest is not None and got.digest != digest:
+            raise DigestMismatch(f"manifest {self.repository}@{digest}", digest, got.digest,
+                                 len(got.raw))
+        parsed = oci.parse_manifest_or_index(got.raw, got.media_type or media_type)
+        self.store.write_blob(got.raw, got.digest)
+        self.fetched += len(got.raw)
+        return parsed
+
+    def blob(self, desc: oci.Descriptor) -> None:
+        short = desc.digest.split(":", 1)[1][:12]
+        progress = self.opts.progress
+        if self.store.has_blob(desc.digest):
+            progress(Event("exists", short, desc.size, desc.size))
+            return
+        with self.store.ingest(desc.digest, desc.size) as sink:
+            if sink.already_done:  # another process fetched it while we waited
+                progress(Event("exists", short, desc.size, desc.size))
+                return
+            progress(Event("start", short, sink.offset, desc.size))
+            done = [sink.offset]
+
+            def on_bytes(n: int) -> None:
+                done[0] += n
+                self.fetched += n
+                progress(Event("bytes", short, done[0], desc.size))
+
+            self.client.download_blob(self.repository, desc.digest, sink, on_bytes)
+            sink.commit()
+        progress(Event("done", short, desc.size, desc.size))
+
+    def blobs(self, descs: list[oci.Descriptor]) -> None:
+        unique = list({d.digest: d for d in descs}.values())
+        if len(unique) <= 1 or self.opts.max_concurrent <= 1:
+            for d in unique:
+                self.blob(d)
+            return
+        with ThreadPoolExecutor(max_workers=self.opts.max_concurrent) as pool:
+            futures = [pool.submit(self.blob, d) for d in unique]
+            for f in futures:
+                f.result()  # the first failure is raised; the others finish or fail alone
+
+
+def _pull_from(
+    ref: Reference, ep: regconf.Endpoint, client: RegistryClient, store: Store, opts: PullOptions
+) -> PullResult:
+    fetcher = _Fetcher(client, ep.repository, store, opts)
+    top = fetcher.manifest(ref.identifier)
+    wanted = opts.platform or oci.Platform.host()
+    index_digest = None
+    if isinstance(top, oci.Index):
+        index_digest = top.digest
+        if opts.all_platforms:
+            return _pull_index(ref, ep, fetcher, top, store, opts)
+        child = oci.select_platform(top, wanted)
+        m = fetcher.manifest(child.digest, child)
+        if not isinstance(m, oci.Manifest):
+            raise SpecError(f"{ref}: an index inside an index is not supported")
+    else:
+        m = top
+    _check_manifest(m, ref)
+    fetcher.blobs(m.blobs())
+    config = oci.ImageConfig.from_json(store.read_blob(m.config.digest))
+    if opts.platform is not None and not _platform_matches(config.platform, wanted):
+        raise SpecError(f"{ref} is for {config.platform}, not {wanted}")
+    annotations = {INDEX_DIGEST_ANNOTATION: index_digest} if index_digest else {}
+    name = str(ref)
+    store.set_ref(name, oci.Descriptor(m.media_type, m.digest, len(m.raw), annotations))
+    return PullResult(name, m.digest, m.media_type, index_digest, str(ep), fetcher.fetched,
+                      str(config.platform))
+
+
+def _pull_index(
+    ref: Reference, ep: regconf.Endpoint, fetcher: _Fetcher, index: oci.Index, store: Store,
+    opts: PullOptions,
+) -> PullResult:
+    for child in index.manifests:
+        if child.media_type not in mt.MANIFEST_TYPES:
+            continue  # attestations and artifacts of other kinds are left where they are
+        m = fetcher.manifest(child.digest, child)
+        if isinstance(m, oci.Manifest):
+            _check_manifest(m, ref)
+            fetcher.blobs(m.blobs())
+    store.set_ref(str(ref), oci.Descriptor(index.media_type, index.digest, len(index.raw)))
+    return PullResult(str(ref), index.digest, index.media_type, index.digest, str(ep),
+                      fetcher.fetched, "all")
+
+
+def _check_manifest(m: oci.Manifest, ref: Reference) -> None:
+    if m.config.media_type not in mt.CONFIG_TYPES:
+        raise SpecError(f"{ref} is not a container image (config type {m.config.media_type})")
+    for layer in m.layers:
+        if layer.media_type not in mt.LAYER_TYPES:
+            raise SpecError(f"{ref}: unsupported layer media type {layer.media_type!r}")
+
+
+def _platform_matches(have: oci.Platform, want: oci.Platform) -> bool:
+    h, w = have.normalized(), want.normalized()
+    return (h.os, h.architecture) == (w.os, w.architecture) and (
+        not w.variant or h.variant == w.variant)
+
+
+ResolveFn = Callable[[str], Reference]

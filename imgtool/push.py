@@ -1,0 +1,138 @@
+"""`imgtool push`: upload an image (or an index with all its platforms) to a registry.
+
+Blobs the registry already has are skipped (HEAD); a blob that another image of the store came
+from the same registry with is mounted from that repository; the rest is uploaded, small blobs
+in one PUT and large ones in chunks. Manifests go last, children before their index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from imgtool import oci
+from imgtool import reference as refs
+from imgtool.errors import ImgtoolError, InvalidReference, SpecError
+from imgtool.progress import Callback, Event, ignore
+from imgtool.reference import Reference
+from imgtool.registry.client import ClientPool, RegistryClient, TransportOptions
+from imgtool.store import Store
+
+
+@dataclass
+class PushOptions:
+    transport: TransportOptions = field(default_factory=TransportOptions)
+    progress: Callback = ignore
+
+
+@dataclass(frozen=True)
+class PushResult:
+    reference: str
+    digest: str
+    uploaded: int
+    mounted: int
+    skipped: int
+
+
+def push(name: str, store: Store, destination: str | None = None,
+         options: PushOptions | None = None) -> PushResult:
+    opts = options or PushOptions()
+    found, desc = store.find(name)
+    dest = refs.parse(destination or found)
+    if dest.digest and desc.digest != dest.digest:
+        raise InvalidReference(str(dest), f"the image's digest is {desc.digest}")
+    client = ClientPool(opts.transport).get(dest.api_host, opts.transport.insecure)
+    pusher = _Pusher(client, dest, store, opts)
+    with store.writing():
+        top = store.manifest(desc)
+        if isinstance(top, oci.Index):
+            for child in top.manifests:
+                if not store.has_blob(child.digest):
+                    raise SpecError(f"{found}: platform {child.platform} is not in the store "
+                                    "(pull with --all-platforms to push the whole index)")
+                m = store.manifest(child)
+                if isinstance(m, oci.Manifest):
+                    pusher.manifest(m, child.digest)
+                else:
+                    raise SpecError(f"{found}: an index inside an index is not supported")
+        else:
+            pusher.blobs(top)
+        digest = client.put_manifest(dest.repository, dest.identifier, top.raw, top.media_type)
+    opts.progress(Event("pushed", str(dest), len(top.raw), len(top.raw)))
+    return PushResult(str(dest), digest, pusher.uploaded, pusher.mounted, pusher.skipped)
+
+
+class _Pusher:
+    def __init__(self, client: RegistryClient, dest: Reference, store: Store, opts: PushOptions):
+        self.client = client
+        self.dest = dest
+        self.store = store
+        self.opts = opts
+        self.uploaded = self.mounted = self.skipped = 0
+        self._sources = _mount_sources(store, dest)
+
+    def manifest(self, m: oci.Manifest, digest: str) -> None:
+        self.blobs(m)
+        self.client.put_manifest(self.dest.repository, digest, m.raw, m.media_type)
+
+    def blobs(self, m: oci.Manifest) -> None:
+        for d in [*m.layers, m.config]:
+            self.blob(d)
+
+    def blob(self, desc: oci.Descriptor) -> None:
+        repo = self.dest.repository
+        short = desc.digest.split(":", 1)[1][:12]
+        progress = self.opts.progress
+        if self.client.blob_exists(repo, desc.digest):
+            self.skipped += 1
+            progress(Event("exists", short, desc.size, desc.size))
+            return
+        location = None
+        for source in self._sources.get(desc.digest, []):
+            try:
+                location = self.client.mount_blob(repo, desc.digest, source)
+            except ImgtoolError:
+                continue  # no access to the source: upload instead
+            if location is None:
+                self.mounted += 1
+                progress(Event("mounted", short, desc.size, desc.size, f"from {source}"))
+                return
+            break
+        progress(Event("start", short, 0, desc.size))
+        done = [0]
+
+        def on_bytes(n: int) -> None:
+            done[0] += n
+            progress(Event("bytes", short, done[0], desc.size))
+
+        self.client.upload_blob(repo, desc.digest, desc.size,
+                                lambda: self.store.open_blob(desc.digest), location, on_bytes)
+        self.uploaded += 1
+        progress(Event("done", short, desc.size, desc.size))
+
+
+def _mount_sources(store: Store, dest: Reference) -> dict[str, list[str]]:
+    """blob digest -> other repositories of the same registry that images in the store came
+    from, and so can be mounted from."""
+    sources: dict[str, list[str]] = {}
+    for d in store.entries():
+        if not d.ref_name:
+            continue
+        try:
+            ref = refs.parse(d.ref_name)
+        except InvalidReference:
+            continue
+        if ref.registry != dest.registry or ref.repository == dest.repository:
+            continue
+        try:
+            top = store.manifest(d)
+        except ImgtoolError:
+            continue
+        manifests = [top] if isinstance(top, oci.Manifest) else [
+            m for c in top.manifests if store.has_blob(c.digest)
+            for m in [store.manifest(c)] if isinstance(m, oci.Manifest)]
+        for m in manifests:
+            for b in m.blobs():
+                repos = sources.setdefault(b.digest, [])
+                if ref.repository not in repos:
+                    repos.append(ref.repository)
+    return sources

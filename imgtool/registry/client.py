@@ -1,0 +1,598 @@
+"""A client of the distribution API v2 (the OCI distribution spec) for one registry host.
+
+It owns the transport: scheme choice (HTTPS; plain HTTP only for localhost or an insecure
+registry), CA and client certificates from certs.d, auth (bearer tokens per scope, refreshed on
+401; Basic), retries with backoff on 429/5xx/resets honouring Retry-After, redirects that never
+carry the Authorization header to another host, and resumable blob downloads (HTTP Range).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import requests
+import requests.adapters
+
+from imgtool import __version__
+from imgtool import mediatypes as mt
+from imgtool.errors import (
+    AuthError,
+    DigestMismatch,
+    NotFound,
+    RegistryError,
+    RegistryUnavailable,
+    TooManyRequests,
+)
+from imgtool.registry import credentials as creds_mod
+from imgtool.registry.auth import Challenge, TokenCache, merge_scopes, parse_challenges
+from imgtool.registry.config import LOCAL_HOSTS
+
+USER_AGENT = f"imgtool/{__version__}"
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+REDIRECTS = (301, 302, 303, 307, 308)
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    insecure: bool = False  # plain HTTP allowed and certificates not verified
+    cert_dir: Path | None = None  # replaces the certs.d lookup, as skopeo's --cert-dir
+    retries: int = 4
+    backoff: float = 0.5
+    max_retry_after: float = 60.0
+    timeout: float = 60.0
+    chunk_size: int = 32 << 20  # blobs above this are uploaded in chunks of this size
+    credentials: creds_mod.Credentials | None = None  # overrides the auth files
+    anonymous: bool = False
+
+
+class BlobSink(Protocol):
+    offset: int
+
+    def write(self, data: bytes) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+@dataclass
+class ManifestInfo:
+    digest: str
+    media_type: str
+    size: int
+    raw: bytes = b""
+
+
+def _redact(url: str) -> str:
+    """Drop query strings: upload URLs and redirect targets carry signatures and state."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _host_of(host: str) -> str:
+    return host.rsplit(":", 1)[0] if not host.endswith("]") else host
+
+
+def _is_local(host: str) -> bool:
+    return _host_of(host) in LOCAL_HOSTS or host in LOCAL_HOSTS
+
+
+def certs_dirs(host: str, cert_dir: Path | None) -> list[Path]:
+    if cert_dir is not None:
+        return [cert_dir]
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    bases = [config_home / "containers" / "certs.d", Path("/etc/containers/certs.d"),
+             Path("/etc/docker/certs.d")]
+    return [b / host for b in bases]
+
+
+def _tls_settings(host: str, opts: TransportOptions) -> tuple[Any, tuple[str, str] | None]:
+    """(verify, cert) for requests: extra CAs from certs.d (*.crt) beside the system ones,
+    and a client certificate (*.cert with its *.key)."""
+    if opts.insecure:
+        return False, None
+    cas: list[Path] = []
+    client: tuple[str, str] | None = None
+    for d in certs_dirs(host, opts.cert_dir):
+        if not d.is_dir():
+            continue
+        cas += sorted(d.glob("*.crt"))
+        for cert in sorted(d.glob("*.cert")):
+            key = cert.with_suffix(".key")
+            if key.exists():
+                client = (str(cert), str(key))
+        if cas or client:
+            break
+    if not cas:
+        return True, client
+    import certifi  # requests' own CA bundle; imported here, where it is needed
+
+    bundle = b"".join([Path(certifi.where()).read_bytes(), *(p.read_bytes() for p in cas)])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgtool"
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"ca-{hashlib.sha256(bundle).hexdigest()[:16]}.pem"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(bundle)
+        os.replace(tmp, path)
+    return str(path), client
+
+
+def _registry_codes(resp: requests.Response) -> tuple[tuple[str, ...], str]:
+    try:
+        errors = resp.json().get("errors") or []
+        codes = tuple(str(e.get("code", "")) for e in errors)
+        message = "; ".join(str(e.get("message", "")) for e in errors if e.get("message"))
+        return codes, message
+    except (ValueError, AttributeError, TypeError):
+        return (), ""
+
+
+def _retry_after(resp: requests.Response, default: float, cap: float) -> float:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        seconds = parsed.timestamp() - time.time() if parsed else default
+    return max(0.0, min(seconds, cap))
+
+
+class RegistryClient:
+    """Talks to one registry host. Thread-safe: layers are fetched from several threads."""
+
+    def __init__(self, host: str, options: TransportOptions | None = None) -> None:
+        self.host = host
+        self.options = options or TransportOptions()
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.verify, self.cert = _tls_settings(host, self.options)
+        self.base_url = ""
+        self.challenge: Challenge | None = None
+        self.tokens = TokenCache()
+        self._creds: creds_mod.Credentials | None = None
+        self._creds_loaded = False
+        self._lock = threading.Lock()
+
+    # --- credentials and ping --------------------------------------------------------------
+
+    @property
+    def credentials(self) -> creds_mod.Credentials | None:
+        with self._lock:
+            if not self._creds_loaded:
+                if self.options.credentials is not None:
+                    self._creds = self.options.credentials
+                elif not self.options.anonymous:
+                    self._creds = creds_mod.lookup(self.host)
+                self._creds_loaded = True
+            return self._creds
+
+    def ping(self) -> None:
+        """GET /v2/: pick the scheme and learn the auth challenge. Fails fast when nobody
+        answers: a registry that is down should say so at once, not after retries."""
+        if self.base_url:
+            return
+        schemes = ["https"]
+        if self.options.insecure or _is_local(self.host):
+            schemes.append("http")
+        last: Exception | None = None
+        for scheme in schemes:
+            url = f"{scheme}://{self.host}/v2/"
+            try:
+                resp = self.session.get(url, verify=self.verify, cert=self.cert,
+                                        timeout=self.options.timeout)
+            except requests.exceptions.SSLError as e:
+                if scheme == "https" and len(schemes) > 1 and _speaks_plain_http(e):
+                    last = e
+                    continue
+                raise RegistryUnavailable(
+                    f"TLS with {self.host} failed: {_root_cause(e)} (a CA goes in "
+                    f"certs.d/{self.host}/ca.crt, or use --insecure)", method="GET", url=url
+                ) from None
+            except requests.exceptions.RequestException as e:
+                last = e
+                if scheme == "https" and len(schemes) > 1:
+                    continue
+                break
+            if resp.status_code == 401:
+                self.challenge = _pick_challenge(resp)
+            elif resp.status_code >= 400:
+                codes, msg = _registry_codes(resp)
+                raise RegistryError(
+                    f"{self.host} does not serve the registry API: GET /v2/ gave "
+                    f"{resp.status_code}{' ' + msg if msg else ''}",
+                    method="GET", url=url, status=resp.status_code, codes=codes,
+                )
+            self.base_url = f"{scheme}://{self.host}"
+            return
+        raise RegistryUnavailable(
+            f"cannot reach registry {self.host}: {_root_cause(last)}", method="GET",
+            url=f"https://{self.host}/v2/",
+        )
+
+    # --- authorization -----------------------------------------------------------------------
+
+    def _authorization(self, scopes: tuple[str, ...]) -> str | None:
+        ch = self.challenge
+        if ch is None:
+            return None
+        creds = self.credentials
+        if ch.scheme == "basic":
+            return creds.basic_header() if creds else None
+        if ch.scheme != "bearer" or not ch.realm:
+            return None
+        token = self.tokens.get(ch.realm, ch.service, scopes)
+        if token is None:
+            token, ttl = self._fetch_token(ch, scopes, creds)
+            self.tokens.put(ch.realm, ch.service, scopes, token, ttl)
+        return f"Bearer {token}"
+
+    def _fetch_token(
+        self, ch: Challenge, scopes: tuple[str, ...], creds: creds_mod.Credentials | None
+    ) -> tuple[str, float]:
+        params: list[tuple[str, str]] = []
+        if ch.service:
+            params.append(("service", ch.service))
+        params += [("scope", s) for s in scopes]
+        headers: dict[str, str] = {}
+        if creds and creds.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                    "service": ch.service, "scope": " ".join(scopes), "client_id": "imgtool"}
+            resp = self._token_request("POST", ch.realm, data=form)
+        else:
+            if creds:
+                params.append(("account", creds.username))
+                headers["Authorization"] = creds.basic_header()
+            resp = self._token_request("GET", ch.realm, params=params, headers=headers)
+        if resp.status_code in (401, 403):
+            if creds:
+                raise AuthError(
+                    f"{self.host}: authentication failed for user {creds.username!r} "
+                    f"(wrong username or password?)", method="GET", url=ch.realm,
+                    status=resp.status_code)
+            raise AuthError(
+                f"{self.host}: the registry wants credentials (imgtool login {self.host})",
+                method="GET", url=ch.realm, status=resp.status_code)
+        if resp.status_code != 200:
+            raise RegistryError(
+                f"{self.host}: token server {_redact(ch.realm)} answered {resp.status_code}",
+                method="GET", url=ch.realm, status=resp.status_code)
+        try:
+            doc = resp.json()
+            token = doc.get("token") or doc.get("access_token")
+            ttl = float(doc.get("expires_in") or 60)
+        except (ValueError, AttributeError, TypeError):
+            token, ttl = None, 0
+        if not token:
+            raise RegistryError(f"{self.host}: token server {_redact(ch.realm)} sent no token")
+        return str(token), ttl
+
+    def _token_request(self, method: str, url: str, **kw: Any) -> requests.Response:
+        try:
+            return self.session.request(method, url, verify=self.verify, cert=self.cert,
+                                        timeout=self.options.timeout, **kw)
+        except requests.exceptions.RequestException as e:
+            raise RegistryUnavailable(
+                f"cannot reach the token server {_redact(url)}: {_root_cause(e)}",
+                method=method, url=url) from None
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        scopes: Iterable[str],
+        *,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        body: bytes | Callable[[], BinaryIO] | None = None,
+        stream: bool = False,
+        query: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """Send with auth, retries and redirects; `path` is relative to the host or absolute
+        (upload locations). Raises a RegistryError unless the status is in `ok`."""
+        self.ping()
+        url = path if "://" in path else self.base_url + path
+        if query:
+            url += ("&" if "?" in url else "?") + urlencode(query)
+        wanted = merge_scopes(tuple(scopes))
+        resp: requests.Response | None = None
+        for attempt in range(2):
+            hdrs = dict(headers or {})
+            auth = self._authorization(wanted)
+            if auth:
+                hdrs["Authorization"] = auth
+            resp = self._send(method, url, hdrs, body, stream)
+            if resp.status_code != 401 or attempt == 1:
+                break
+            # the token expired, or the registry wants more scopes than we asked for
+            ch = _pick_challenge(resp)
+            if ch is None:
+                break
+            if self.challenge and self.challenge.scheme == "bearer":
+                self.tokens.drop(self.challenge.realm, self.challenge.service, wanted)
+            self.challenge = ch
+            wanted = merge_scopes(wanted + ch.scopes)
+            resp.close()
+        assert resp is not None
+        if resp.status_code not in ok:
+            raise self._error(method, url, resp)
+        return resp
+
+    def _send(
+        self, method: str, url: str, headers: dict[str, str],
+        body: bytes | Callable[[], BinaryIO] | None, stream: bool,
+    ) -> requests.Response:
+        """One logical request: retried on resets, 429 and 5xx; redirects followed by hand so
+        that credentials never travel to another host."""
+        opts = self.options
+        delay = opts.backoff
+        for attempt in range(opts.retries + 1):
+            last_try = attempt == opts.retries
+            try:
+                resp = self._follow(method, url, headers, body, stream)
+            except requests.exceptions.RequestException as e:
+                if last_try or isinstance(e, requests.exceptions.SSLError):
+                    raise RegistryUnavailable(
+                        f"{method} {_redact(url)} failed: {_root_cause(e)}", method=method,
+                        url=_redact(url)) from None
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if resp.status_code in RETRY_STATUSES and not last_try:
+                wait = _retry_after(resp, delay, opts.max_retry_after)
+                resp.close()
+                time.sleep(wait)
+                delay *= 2
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    def _follow(
+        self, method: str, url: str, headers: dict[str, str],
+        body: bytes | Callable[[], BinaryIO] | None, stream: bool,
+    ) -> requests.Response:
+        origin = urlsplit(url).netloc
+        hdrs = dict(headers)
+        for _ in range(10):
+            data = body() if callable(body) else body
+            try:
+                resp = self.session.request(
+                    method, url, headers=hdrs, data=data, stream=stream, allow_redirects=False,
+                    verify=self.verify, cert=self.cert, timeout=self.options.timeout,
+                )
+            finally:
+                if callable(body) and data is not None:
+                    data.close()  # type: ignore[union-attr]
+            if resp.status_code not in REDIRECTS or "Location" not in resp.headers:
+                return resp
+            url = urljoin(url, resp.headers["Location"])
+            resp.close()
+            if urlsplit(url).netloc != origin:
+                hdrs.pop("Authorization", None)
+            if resp.status_code == 303:
+                method, body = "GET", None
+        raise RegistryError(f"{method} {_redact(url)}: too many redirects", method=method, url=url)
+
+    def _error(self, method: str, url: str, resp: requests.Response) -> RegistryError:
+        codes, message = _registry_codes(resp)
+        status = resp.status_code
+        where = f"{method} {_redact(url)}"
+        detail = message or resp.reason or ""
+        kw: dict[str, Any] = {"method": method, "url": _redact(url), "status": status,
+                              "codes": codes}
+        resp.close()
+        if status == 401:
+            who = self.credentials
+            hint = (f"user {who.username!r} was refused" if who and who.username
+                    else f"log in first (imgtool login {self.host})")
+            return AuthError(f"{self.host}: unauthorized: {hint}", **kw)
+        if status == 403:
+            return AuthError(f"{self.host}: access denied to {urlsplit(url).path} ({detail})", **kw)
+        if status == 404:
+            return NotFound(f"{where}: {status} {detail}".rstrip(), **kw)
+        if status == 429:
+            limits = ", ".join(
+                f"{h.lower()}={resp.headers[h]}"
+                for h in ("RateLimit-Limit", "RateLimit-Remaining", "Retry-After")
+                if h in resp.headers
+            )
+            return TooManyRequests(
+                f"{self.host} is rate limiting this client (429 Too Many Requests"
+                f"{'; ' + limits if limits else ''}); wait, log in, or pull through a mirror",
+                **kw)
+        return RegistryError(f"{where}: {status} {detail}".rstrip(), **kw)
+
+    # --- manifests -----------------------------------------------------------------------------
+
+    def head_manifest(self, repository: str, ref: str) -> ManifestInfo | None:
+        """The digest and type of a manifest, or None when the registry does not say (some
+        registries answer HEAD without Docker-Content-Digest)."""
+        resp = self.request(
+            "HEAD", f"/v2/{repository}/manifests/{ref}", [f"repository:{repository}:pull"],
+            headers={"Accept": mt.MANIFEST_ACCEPT},
+        )
+        digest = resp.headers.get("Docker-Content-Digest")
+        if not digest:
+            return None
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        return ManifestInfo(digest, media_type, int(resp.headers.get("Content-Length") or 0))
+
+    def get_manifest(self, repository: str, ref: str) -> ManifestInfo:
+        resp = self.request(
+            "GET", f"/v2/{repository}/manifests/{ref}", [f"repository:{repository}:pull"],
+            headers={"Accept": mt.MANIFEST_ACCEPT},
+        )
+        raw = resp.content
+        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        header = resp.headers.get("Docker-Content-Digest")
+        if header and header.startswith("sha256:") and header != actual:
+            raise DigestMismatch(f"manifest {repository}:{ref}", header, actual, len(raw))
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        return ManifestInfo(actual, media_type, len(raw), raw)
+
+    def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str) -> str:
+        resp = self.request(
+            "PUT", f"/v2/{repository}/manifests/{ref}", [f"repository:{repository}:pull,push"],
+            ok=(200, 201, 202), headers={"Content-Type": media_type}, body=raw,
+        )
+        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        header = resp.headers.get("Docker-Content-Digest")
+        if header and header != actual:
+            raise DigestMismatch(f"pushed manifest {repository}:{ref}", actual, header)
+        return actual
+
+    # --- blobs ---------------------------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        resp = self.request("HEAD", f"/v2/{repository}/blobs/{digest}",
+                            [f"repository:{repository}:pull"], ok=(200, 404))
+        return resp.status_code == 200
+
+    def download_blob(
+        self, repository: str, digest: str, sink: BlobSink,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        """Stream a blob into `sink`, resuming with Range after a dropped connection (and
+        from whatever an earlier, interrupted run left in the sink)."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        scopes = [f"repository:{repository}:pull"]
+        failures = 0
+        while True:
+            headers = {"Range": f"bytes={sink.offset}-"} if sink.offset else {}
+            resp = self.request("GET", path, scopes, ok=(200, 206, 416), headers=headers,
+                                stream=True)
+            if resp.status_code == 416:  # the partial is complete or bogus: start over
+                resp.close()
+                sink.restart()
+                continue
+            if resp.status_code == 200 and sink.offset:
+                sink.restart()  # the server ignored Range
+            try:
+                for chunk in resp.iter_content(CHUNK):
+                    sink.write(chunk)
+                    if on_bytes:
+                        on_bytes(len(chunk))
+                return
+            except (requests.exceptions.RequestException, ConnectionError) as e:
+                failures += 1
+                if failures > self.options.retries:
+                    raise RegistryUnavailable(
+                        f"download of {digest} from {self.host} kept failing: {_root_cause(e)}",
+                        method="GET", url=self.base_url + path) from None
+                time.sleep(self.options.backoff * failures)
+            finally:
+                resp.close()
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> str | None:
+        """Cross-repository mount. None when mounted; else the upload location to use."""
+        resp = self.request(
+            "POST", f"/v2/{repository}/blobs/uploads/",
+            [f"repository:{repository}:pull,push", f"repository:{source}:pull"],
+            ok=(201, 202), query={"mount": digest, "from": source},
+        )
+        if resp.status_code == 201:
+            return None
+        return self._location(resp)
+
+    def _location(self, resp: requests.Response) -> str:
+        loc = resp.headers.get("Location")
+        if not loc:
+            raise RegistryError(f"{self.host}: upload answer has no Location header")
+        return urljoin(resp.url, loc)
+
+    def upload_blob(
+        self, repository: str, digest: str, size: int, opener: Callable[[], BinaryIO],
+        location: str | None = None, on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        """Monolithic PUT for small blobs, PATCH chunks then PUT for large ones."""
+        scopes = [f"repository:{repository}:pull,push"]
+        if location is None:
+            resp = self.request("POST", f"/v2/{repository}/blobs/uploads/", scopes, ok=(202,))
+            location = self._location(resp)
+        chunk = self.options.chunk_size
+        if size <= chunk:
+            self.request("PUT", location, scopes, ok=(201,), body=opener,
+                         query={"digest": digest},
+                         headers={"Content-Type": "application/octet-stream",
+                                  "Content-Length": str(size)})
+            if on_bytes:
+                on_bytes(size)
+            return
+        with opener() as f:
+            start = 0
+            while start < size:
+                data = f.read(chunk)
+                end = start + len(data) - 1
+                resp = self.request(
+                    "PATCH", location, scopes, ok=(202,), body=data,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Range": f"{start}-{end}", "Content-Length": str(len(data))},
+                )
+                location = self._location(resp)
+                start += len(data)
+                if on_bytes:
+                    on_bytes(len(data))
+        self.request("PUT", location, scopes, ok=(201,), body=b"", query={"digest": digest})
+
+
+def _pick_challenge(resp: requests.Response) -> Challenge | None:
+    challenges = parse_challenges(resp.headers.get("WWW-Authenticate", ""))
+    for scheme in ("bearer", "basic"):
+        for c in challenges:
+            if c.scheme == scheme:
+                return c
+    return None
+
+
+def _speaks_plain_http(e: Exception) -> bool:
+    text = str(e).lower()
+    return any(s in text for s in ("wrong version number", "record layer failure",
+                                   "unknown protocol", "packet length too long"))
+
+
+def _root_cause(e: BaseException | None) -> str:
+    """The innermost reason, without urllib3's noise: 'Connection refused', 'timed out'."""
+    if e is None:
+        return "no answer"
+    text = str(e)
+    for marker in ("Connection refused", "Name or service not known", "timed out",
+                   "certificate verify failed", "Connection reset by peer",
+                   "No route to host", "Temporary failure in name resolution"):
+        if marker in text:
+            return marker
+    seen = e
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    return str(seen).splitlines()[0][:200] if str(seen) else type(seen).__name__
+
+
+@dataclass
+class ClientPool:
+    """One client per host, so that pings, tokens and connections are shared."""
+
+    options: TransportOptions = field(default_factory=TransportOptions)
+    _clients: dict[tuple[str, bool], RegistryClient] = field(default_factory=dict)
+
+    def get(self, host: str, insecure: bool = False) -> RegistryClient:
+        key = (host, insecure)
+        if key not in self._clients:
+            opts = self.options
+            if insecure and not opts.insecure:
+                opts = replace(opts, insecure=True)
+            self._clients[key] = RegistryClient(host, opts)
+        return self._clients[key]
