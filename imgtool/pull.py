@@ -8,7 +8,6 @@ interrupted or failed pull leaves the store's names exactly as they were.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -74,7 +73,7 @@ def pull(text: str | Reference, store: Store, options: PullOptions | None = None
 def _with_reference(e: ImgtoolError, ref: Reference) -> ImgtoolError:
     """Name the normalized reference in 'not found' and 'denied' errors, as docker does."""
     if isinstance(e, NotFound) and "manifests/" in e.url:
-        return NotFound(f"{ref}: not found: manifest unknown ({e.url})", method=e.method,
+        return NotFound(f"manifest for {ref} not found: manifest unknown", method=e.method,
                         url=e.url, status=e.status, codes=e.codes)
     if isinstance(e, AuthError) and e.status in (401, 403) and ref.name not in str(e):
         return AuthError(f"{ref}: {e}", method=e.method, url=e.url, status=e.status,
@@ -203,5 +202,3 @@ def _platform_matches(have: oci.Platform, want: oci.Platform) -> bool:
     return (h.os, h.architecture) == (w.os, w.architecture) and (
         not w.variant or h.variant == w.variant)
 
-
-ResolveFn = Callable[[str], Reference]

@@ -1,0 +1,156 @@
+"""Shared fixtures: an isolated environment per test, a store in tmp_path, test images made from
+real bits, and the real registry (Debian's docker-registry on 127.0.0.1) in three flavours."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fixtures import make_images
+from imgtool.store import Store
+from tests.support.registry import REGISTRY_BIN, Registry
+from tests.support.tokenserver import TokenServer
+
+REPO = Path(__file__).resolve().parents[1]
+SKOPEO = shutil.which("skopeo")
+USERS = {"alice": "wonderland"}
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads or writes the real user's credentials, registries.conf or store."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(home / "registries.conf"))
+    monkeypatch.setenv("IMGTOOL_ROOT", str(tmp_path / "store"))
+    for var in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_RUNTIME_DIR", "HTTP_PROXY",
+                "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def imgtool(*args: str, input: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> Result:
+    """Run the CLI as a user types it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgtool", *args], input=input, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """OCI layouts made from Debian's busybox-static (and a multi-platform index)."""
+    if not make_images.BUSYBOX.exists():
+        pytest.skip("busybox-static is not installed (/bin/busybox)")
+    base = tmp_path_factory.mktemp("images")
+    return {
+        "busybox": make_images.make_busybox(base / "busybox"),
+        "multiarch": make_images.make_multiarch(base / "multiarch"),
+    }
+
+
+def seed(reg: Registry, layout: Path, dest: str, creds: str | None = None) -> None:
+    """Put a layout's `latest` into the registry with skopeo, an independent peer: what skopeo
+    pushes, imgtool must pull."""
+    assert SKOPEO
+    cmd = [SKOPEO, "copy", "--quiet", "--all", f"oci:{layout}:latest",
+           f"docker://{reg.host}/{dest}"]
+    if reg.mode == "tls":
+        cmd += ["--dest-cert-dir", str(reg.ca_dir)]
+    else:
+        cmd += ["--dest-tls-verify=false"]
+    if creds:
+        cmd += ["--dest-creds", creds]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+
+def _need_registry() -> None:
+    if not REGISTRY_BIN:
+        pytest.skip("Debian's docker-registry is not installed")
+    if not SKOPEO:
+        pytest.skip("skopeo is not installed (it seeds the test registry)")
+
+
+@pytest.fixture(scope="session")
+def plain_registry(tmp_path_factory: pytest.TempPathFactory,
+                   images: dict[str, Path]) -> Iterator[Registry]:
+    _need_registry()
+    reg = Registry(tmp_path_factory.mktemp("registry-plain")).start()
+    try:
+        seed(reg, images["busybox"], "library/busybox:latest")
+        seed(reg, images["busybox"], "team/app:1.0")
+        seed(reg, images["multiarch"], "multi/busybox:latest")
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory,
+                 images: dict[str, Path]) -> Iterator[Registry]:
+    _need_registry()
+    reg = Registry(tmp_path_factory.mktemp("registry-tls"), mode="tls", users=USERS).start()
+    try:
+        seed(reg, images["busybox"], "private/busybox:latest", creds="alice:wonderland")
+        yield reg
+    finally:
+        reg.stop()
+
+
+@dataclass
+class TokenSetup:
+    registry: Registry
+    tokens: TokenServer
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory,
+                   images: dict[str, Path]) -> Iterator[TokenSetup]:
+    _need_registry()
+    work = tmp_path_factory.mktemp("registry-token")
+    tokens = TokenServer(work / "tokens", users=dict(USERS)).start()
+    reg = Registry(work / "registry", mode="token", token_realm=tokens.realm,
+                   token_cert=tokens.cert_path)
+    try:
+        reg.start()
+        seed(reg, images["busybox"], "public/busybox:latest", creds="alice:wonderland")
+        seed(reg, images["busybox"], "private/busybox:latest", creds="alice:wonderland")
+        yield TokenSetup(reg, tokens)
+    finally:
+        reg.stop()
+        tokens.stop()
+
+
+def write_docker_config(home: Path, host: str, user: str, password: str) -> Path:
+    import base64
+    import json
+
+    path = home / ".docker" / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return path
