@@ -19,6 +19,7 @@ from imgtool.errors import (
     ImgtoolError,
     NotFound,
     RegistryError,
+    RegistryUnavailable,
     SpecError,
 )
 from imgtool.progress import Callback, Event, ignore
@@ -64,10 +65,20 @@ def pull(text: str | Reference, store: Store, options: PullOptions | None = None
                 return _pull_from(ref, ep, pool.get(ep.host, ep.insecure), store, opts)
             except (RegistryError, DigestMismatch) as e:
                 if not ep.mirror:
-                    raise _with_reference(e, ref) from None
+                    raise _with_reference(_most_telling(e, errors), ref) from None
                 errors.append(e)
                 opts.progress(Event("info", message=f"mirror {ep} failed: {e}; trying the next"))
     raise AssertionError("the registry itself is always the last endpoint")
+
+
+def _most_telling(origin: ImgtoolError, mirrors: list[ImgtoolError]) -> ImgtoolError:
+    """When the registry itself is unreachable but a mirror answered 'not found', the
+    mirror's answer says more."""
+    if isinstance(origin, RegistryUnavailable):
+        for e in mirrors:
+            if isinstance(e, NotFound):
+                return e
+    return origin
 
 
 def _with_reference(e: ImgtoolError, ref: Reference) -> ImgtoolError:

@@ -39,7 +39,7 @@ from imgtool.registry.config import LOCAL_HOSTS
 USER_AGENT = f"imgtool/{__version__}"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # small enough that an interrupted download keeps most of what came
 
 
 @dataclass(frozen=True)
@@ -192,8 +192,7 @@ class RegistryClient:
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
-                resp = self.session.get(url, verify=self.verify, cert=self.cert,
-                                        timeout=self.options.timeout)
+                resp = self._ping_with_retries(url)
             except requests.exceptions.SSLError as e:
                 if scheme == "https" and len(schemes) > 1 and _speaks_plain_http(e):
                     last = e
@@ -209,6 +208,8 @@ class RegistryClient:
                 break
             if resp.status_code == 401:
                 self.challenge = _pick_challenge(resp)
+            elif resp.status_code in RETRY_STATUSES:
+                raise self._error("GET", url, resp)
             elif resp.status_code >= 400:
                 codes, msg = _registry_codes(resp)
                 raise RegistryError(
@@ -222,6 +223,18 @@ class RegistryClient:
             f"cannot reach registry {self.host}: {_root_cause(last)}", method="GET",
             url=f"https://{self.host}/v2/",
         )
+
+    def _ping_with_retries(self, url: str) -> requests.Response:
+        """Connection errors are raised at once; 429 and 5xx are retried as any request."""
+        delay = self.options.backoff
+        for attempt in range(self.options.retries + 1):
+            resp = self.session.get(url, verify=self.verify, cert=self.cert,
+                                    timeout=self.options.timeout)
+            if resp.status_code not in RETRY_STATUSES or attempt == self.options.retries:
+                return resp
+            time.sleep(_retry_after(resp, delay, self.options.max_retry_after))
+            delay *= 2
+        raise AssertionError("unreachable")
 
     # --- authorization -----------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ class FaultProxy:
     fault_status: int = 429
     fault_headers: dict[str, str] = field(default_factory=dict)
     drop_blobs_after: int | None = None  # bytes of a blob body sent before the connection drops
-    drops: int = 0  # how many blob responses to drop
+    drops: int = 0  # how many blob responses (longer than the cut) to drop
     blob_rate: int | None = None  # bytes per second for blob bodies
     basic_auth: tuple[str, str] | None = None
     redirect_blobs: bool = False
@@ -118,7 +118,8 @@ class FaultProxy:
         if is_blob and status in (200, 206):
             if self.corrupt_blobs and data:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
-            if self.drops > 0 and self.drop_blobs_after is not None:
+            if self.drops > 0 and self.drop_blobs_after is not None and (
+                    len(data) > self.drop_blobs_after):
                 self.drops -= 1
                 return self._reply(h, status, out, data, cut=self.drop_blobs_after)
             if self.blob_rate:
