@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import platform as _platform
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -126,7 +126,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _platform.machine().lower()
+        machine = os.uname().machine.lower()
         arch = _ARCH_ALIASES.get(machine, machine)
         variant = ""
         if machine.startswith("armv"):

@@ -8,7 +8,6 @@ carry the Authorization header to another host, and resumable blob downloads (HT
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import os
 import threading
@@ -143,6 +142,8 @@ def _retry_after(resp: requests.Response, default: float, cap: float) -> float:
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils  # rare: an HTTP date instead of seconds
+
         parsed = email.utils.parsedate_to_datetime(value)
         seconds = parsed.timestamp() - time.time() if parsed else default
     return max(0.0, min(seconds, cap))
