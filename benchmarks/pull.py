@@ -39,8 +39,13 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--mib", type=int, nargs="+", default=[32, 128],
-                    help="layer sizes to measure, one image each")
+    ap.add_argument(
+        "--mib",
+        type=int,
+        nargs="+",
+        default=[32, 128],
+        help="layer sizes to measure, one image each",
+    )
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     for mib in args.mib:
@@ -55,26 +60,59 @@ def bench(layers: int, mib: int, runs: int) -> None:
         # made in a child process: a fork inherits this process's peak RSS, which would then
         # be counted as imgtool's
         layout = work / "layout"
-        subprocess.run([sys.executable, str(REPO / "fixtures" / "make_images.py"), "big",
-                        str(layout), "--layers", str(layers), "--mib", str(mib)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "fixtures" / "make_images.py"),
+                "big",
+                str(layout),
+                "--layers",
+                str(layers),
+                "--mib",
+                str(mib),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         size = sum(p.stat().st_size for p in (layout / "blobs/sha256").iterdir())
         reg = Registry(work / "registry").start()
         try:
-            subprocess.run(["skopeo", "copy", "--quiet", f"oci:{layout}:latest",
-                            f"docker://{reg.host}/bench/big:latest", "--dest-tls-verify=false"],
-                           check=True)
+            subprocess.run(
+                [
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    f"oci:{layout}:latest",
+                    f"docker://{reg.host}/bench/big:latest",
+                    "--dest-tls-verify=false",
+                ],
+                check=True,
+            )
             ref = f"{reg.host}/bench/big:latest"
             env = {**os.environ, "HOME": str(work / "home")}
             mine, theirs, rss = [], [], []
             for i in range(runs):
                 # alternate who goes first, so that neither always meets a warmer cache
                 store, out = work / f"store{i}", work / f"skopeo{i}"
-                mine_cmd = [sys.executable, "-m", "imgtool", "--root", str(store), "pull", "-q",
-                            ref]
-                skopeo_cmd = ["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                              f"docker://{ref}", f"oci:{out}:latest"]
-                for who in ((0, 1) if i % 2 == 0 else (1, 0)):
+                mine_cmd = [
+                    sys.executable,
+                    "-m",
+                    "imgtool",
+                    "--root",
+                    str(store),
+                    "pull",
+                    "-q",
+                    ref,
+                ]
+                skopeo_cmd = [
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    "--src-tls-verify=false",
+                    f"docker://{ref}",
+                    f"oci:{out}:latest",
+                ]
+                for who in (0, 1) if i % 2 == 0 else (1, 0):
                     if who == 0:
                         wall, peak = timed(mine_cmd, env)
                         mine.append(wall)
@@ -90,7 +128,9 @@ def bench(layers: int, mib: int, runs: int) -> None:
     a, b = statistics.median(mine), statistics.median(theirs)
     print(f"image: {layers} layers, {size / 1e6:.1f} MB compressed, {runs} runs")
     print(f"imgtool pull          median {a:.2f} s   (runs: {', '.join(f'{x:.2f}' for x in mine)})")
-    print(f"skopeo copy -> oci:   median {b:.2f} s   (runs: {', '.join(f'{x:.2f}' for x in theirs)})")
+    print(
+        f"skopeo copy -> oci:   median {b:.2f} s   (runs: {', '.join(f'{x:.2f}' for x in theirs)})"
+    )
     print(f"ratio imgtool/skopeo  {a / b:.2f}  (target <= 1.00)")
     print(f"imgtool peak RSS      {max(rss) / 1e6:.0f} MB  (target < 150 MB)")
 

@@ -104,7 +104,9 @@ class PlainWriter:
         pass
 
 
-def compressing_writer(sink: BinaryIO, compression: Compression) -> GzipWriter | ZstdWriter | PlainWriter:
+def compressing_writer(
+    sink: BinaryIO, compression: Compression
+) -> GzipWriter | ZstdWriter | PlainWriter:
     if compression == "gzip":
         return GzipWriter(sink)
     if compression == "zstd":
@@ -121,5 +123,10 @@ def gzip_bytes(data: bytes, level: int = 6) -> bytes:
 
 
 __all__ = [
-    "Compression", "sniff", "open_decompressed", "compressing_writer", "gzip_bytes", "zlib",
+    "Compression",
+    "sniff",
+    "open_decompressed",
+    "compressing_writer",
+    "gzip_bytes",
+    "zlib",
 ]

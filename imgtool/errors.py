@@ -127,7 +127,12 @@ class ConfigError(ImgtoolError):
 
 class ContainerfileError(ImgtoolError):
     def __init__(
-        self, message: str, *, file: str = "Containerfile", line: int = 0, column: int = 0,
+        self,
+        message: str,
+        *,
+        file: str = "Containerfile",
+        line: int = 0,
+        column: int = 0,
         text: str = "",
     ) -> None:
         self.file = file

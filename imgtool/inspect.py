@@ -26,9 +26,15 @@ class ImageRow:
         return _ago(self.created)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "digest": self.digest, "mediaType": self.media_type,
-                "id": self.image_id, "created": self.created, "size": self.size,
-                "platforms": list(self.platforms)}
+        return {
+            "name": self.name,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "id": self.image_id,
+            "created": self.created,
+            "size": self.size,
+            "platforms": list(self.platforms),
+        }
 
 
 def _ago(created: str | None) -> str:
@@ -38,9 +44,15 @@ def _ago(created: str | None) -> str:
         when = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
     except ValueError:
         return created
-    secs = (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
-    for unit, n in (("years", 31536000), ("months", 2592000), ("weeks", 604800),
-                    ("days", 86400), ("hours", 3600), ("minutes", 60)):
+    secs = (dt.datetime.now(dt.UTC) - when).total_seconds()
+    for unit, n in (
+        ("years", 31536000),
+        ("months", 2592000),
+        ("weeks", 604800),
+        ("days", 86400),
+        ("hours", 3600),
+        ("minutes", 60),
+    ):
         if secs >= 2 * n:
             return f"{int(secs // n)} {unit} ago"
     return "just now" if secs < 120 else "a few minutes ago"
@@ -68,16 +80,21 @@ def list_images(store: Store) -> list[ImageRow]:
         except ImgtoolError:
             continue  # not an image (an artifact, a broken entry): `inspect` says why
         size = len(top.raw) + sum(
-            len(m.raw) + sum(b.size for b in m.blobs()) for m in manifests
-            if m is not top)
+            len(m.raw) + sum(b.size for b in m.blobs()) for m in manifests if m is not top
+        )
         if isinstance(top, oci.Manifest):
             size += sum(b.size for b in top.blobs())
-        rows.append(ImageRow(
-            d.ref_name or "<none>", d.digest, d.media_type,
-            configs[0].digest if len(configs) == 1 else "",
-            max((c.created or "" for c in configs), default=None) or None, size,
-            tuple(str(c.platform) for c in configs),
-        ))
+        rows.append(
+            ImageRow(
+                d.ref_name or "<none>",
+                d.digest,
+                d.media_type,
+                configs[0].digest if len(configs) == 1 else "",
+                max((c.created or "" for c in configs), default=None) or None,
+                size,
+                tuple(str(c.platform) for c in configs),
+            )
+        )
     return rows
 
 

@@ -14,7 +14,7 @@ def registry_host(text: str) -> str:
     """`https://host:5000/v2/`, `host:5000`, `docker.io` -> the host as credentials file it."""
     for scheme in ("https://", "http://"):
         if text.startswith(scheme):
-            text = text[len(scheme):]
+            text = text[len(scheme) :]
     host = text.split("/", 1)[0]
     if not host or not refs.ANCHORED_DOMAIN.match(host):
         raise InvalidReference(text, "expected a registry host such as localhost:5000")

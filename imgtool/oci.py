@@ -30,6 +30,7 @@ _LAYOUT_VERSION = re.compile(r"^1\.[0-9]+\.[0-9]+$")
 
 # --- small typed readers; each names the field that is wrong ---------------------------------
 
+
 def _obj(doc: Any, what: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise SpecError(f"{what} must be a JSON object")
@@ -92,8 +93,13 @@ def load_json(raw: bytes | str, what: str) -> Any:
 # --- Platform ---------------------------------------------------------------------------------
 
 _ARCH_ALIASES = {
-    "x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
-    "armel": "arm", "i386": "386", "i686": "386",
+    "x86_64": "amd64",
+    "x86-64": "amd64",
+    "aarch64": "arm64",
+    "armhf": "arm",
+    "armel": "arm",
+    "i386": "386",
+    "i686": "386",
 }
 
 
@@ -144,7 +150,7 @@ class Platform:
         return Platform(self.os, self.architecture, variant, self.os_version)
 
     def candidates(self) -> list[Platform]:
-        """Platforms this one runs, best first (arm v7 also runs v6 and v5, as containerd has it)."""
+        """Platforms this one runs, best first (arm v7 runs v6 and v5 too, as in containerd)."""
         me = self.normalized()
         out = [me]
         if me.architecture == "arm" and me.variant in ("v7", "v6"):
@@ -153,7 +159,9 @@ class Platform:
                     out.append(Platform(me.os, "arm", v))
         if me.architecture == "amd64" and me.variant:
             level = int(me.variant[1:]) if me.variant[1:].isdigit() else 1
-            out += [Platform(me.os, "amd64", f"v{n}" if n > 1 else "") for n in range(level - 1, 0, -1)]
+            out += [
+                Platform(me.os, "amd64", f"v{n}" if n > 1 else "") for n in range(level - 1, 0, -1)
+            ]
         return out
 
     def to_dict(self) -> dict[str, str]:
@@ -170,6 +178,7 @@ class Platform:
 
 # --- Descriptor -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Descriptor:
     media_type: str
@@ -184,7 +193,9 @@ class Descriptor:
     @classmethod
     def from_dict(cls, doc: Any, what: str = "descriptor") -> Descriptor:
         d = _obj(doc, what)
-        media_type = _media_type(_str(d, "mediaType", what, required=True) or "", f"{what}.mediaType")
+        media_type = _media_type(
+            _str(d, "mediaType", what, required=True) or "", f"{what}.mediaType"
+        )
         digest = _str(d, "digest", what, required=True) or ""
         try:
             Digest.parse(digest)
@@ -210,8 +221,14 @@ class Descriptor:
                 raise SpecError(f"{what}.data is not valid base64") from None
         plat = Platform.from_dict(d["platform"], f"{what}.platform") if "platform" in d else None
         return cls(
-            media_type, digest, size, _str_map(d, "annotations", what), plat, tuple(urls),
-            artifact_type, data,
+            media_type,
+            digest,
+            size,
+            _str_map(d, "annotations", what),
+            plat,
+            tuple(urls),
+            artifact_type,
+            data,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,8 +247,14 @@ class Descriptor:
 
     def with_annotations(self, annotations: Mapping[str, str]) -> Descriptor:
         return Descriptor(
-            self.media_type, self.digest, self.size, dict(annotations), self.platform, self.urls,
-            self.artifact_type, self.data,
+            self.media_type,
+            self.digest,
+            self.size,
+            dict(annotations),
+            self.platform,
+            self.urls,
+            self.artifact_type,
+            self.data,
         )
 
     @property
@@ -258,6 +281,7 @@ def _schema_version(d: Mapping[str, Any], what: str) -> None:
 
 # --- Manifest and Index -----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Manifest:
     media_type: str
@@ -281,8 +305,15 @@ class Manifest:
         layers = _descriptors(d, "layers", what)
         subject = Descriptor.from_dict(d["subject"], f"{what}.subject") if "subject" in d else None
         artifact_type = _str(d, "artifactType", what)
-        return cls(media_type, config, layers, bytes(raw), _str_map(d, "annotations", what),
-                   subject, artifact_type)
+        return cls(
+            media_type,
+            config,
+            layers,
+            bytes(raw),
+            _str_map(d, "annotations", what),
+            subject,
+            artifact_type,
+        )
 
     @property
     def digest(self) -> str:
@@ -313,8 +344,13 @@ class Index:
             raise SpecError(f"{what}.mediaType {declared!r} is not an index type")
         manifests = _descriptors(d, "manifests", what)
         subject = Descriptor.from_dict(d["subject"], f"{what}.subject") if "subject" in d else None
-        return cls(declared or media_type or mt.OCI_INDEX, manifests, bytes(raw),
-                   _str_map(d, "annotations", what), subject)
+        return cls(
+            declared or media_type or mt.OCI_INDEX,
+            manifests,
+            bytes(raw),
+            _str_map(d, "annotations", what),
+            subject,
+        )
 
     @property
     def digest(self) -> str:
@@ -325,8 +361,11 @@ class Index:
 
     @classmethod
     def build(cls, manifests: list[Descriptor], media_type: str = mt.OCI_INDEX) -> Index:
-        doc = {"schemaVersion": 2, "mediaType": media_type,
-               "manifests": [m.to_dict() for m in manifests]}
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "manifests": [m.to_dict() for m in manifests],
+        }
         return cls.from_json(canonical_json(doc))
 
 
@@ -457,6 +496,7 @@ class ImageConfig:
 
 
 # --- validation of whole documents (the schema's extra rules) ---------------------------------
+
 
 def validate(media_type: str, raw: bytes) -> None:
     """Raise SpecError unless `raw` is a valid document of `media_type`, as the OCI schema says."""

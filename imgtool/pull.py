@@ -84,11 +84,15 @@ def _most_telling(origin: ImgtoolError, mirrors: list[ImgtoolError]) -> ImgtoolE
 def _with_reference(e: ImgtoolError, ref: Reference) -> ImgtoolError:
     """Name the normalized reference in 'not found' and 'denied' errors, as docker does."""
     if isinstance(e, NotFound) and "manifests/" in e.url:
-        return NotFound(f"manifest for {ref} not found: manifest unknown", method=e.method,
-                        url=e.url, status=e.status, codes=e.codes)
+        return NotFound(
+            f"manifest for {ref} not found: manifest unknown",
+            method=e.method,
+            url=e.url,
+            status=e.status,
+            codes=e.codes,
+        )
     if isinstance(e, AuthError) and e.status in (401, 403) and ref.name not in str(e):
-        return AuthError(f"{ref}: {e}", method=e.method, url=e.url, status=e.status,
-                         codes=e.codes)
+        return AuthError(f"{ref}: {e}", method=e.method, url=e.url, status=e.status, codes=e.codes)
     return e
 
 
@@ -114,8 +118,9 @@ class _Fetcher:
             return oci.parse_manifest_or_index(self.store.read_blob(digest), media_type)
         got = self.client.get_manifest(self.repository, digest or ref)
         if digest is not None and got.digest != digest:
-            raise DigestMismatch(f"manifest {self.repository}@{digest}", digest, got.digest,
-                                 len(got.raw))
+            raise DigestMismatch(
+                f"manifest {self.repository}@{digest}", digest, got.digest, len(got.raw)
+            )
         parsed = oci.parse_manifest_or_index(got.raw, got.media_type or media_type)
         self.store.write_blob(got.raw, got.digest)
         self.fetched += len(got.raw)
@@ -180,12 +185,17 @@ def _pull_from(
     annotations = {INDEX_DIGEST_ANNOTATION: index_digest} if index_digest else {}
     name = str(ref)
     store.set_ref(name, oci.Descriptor(m.media_type, m.digest, len(m.raw), annotations))
-    return PullResult(name, m.digest, m.media_type, index_digest, str(ep), fetcher.fetched,
-                      str(config.platform))
+    return PullResult(
+        name, m.digest, m.media_type, index_digest, str(ep), fetcher.fetched, str(config.platform)
+    )
 
 
 def _pull_index(
-    ref: Reference, ep: regconf.Endpoint, fetcher: _Fetcher, index: oci.Index, store: Store,
+    ref: Reference,
+    ep: regconf.Endpoint,
+    fetcher: _Fetcher,
+    index: oci.Index,
+    store: Store,
     opts: PullOptions,
 ) -> PullResult:
     for child in index.manifests:
@@ -196,8 +206,9 @@ def _pull_index(
             _check_manifest(m, ref)
             fetcher.blobs(m.blobs())
     store.set_ref(str(ref), oci.Descriptor(index.media_type, index.digest, len(index.raw)))
-    return PullResult(str(ref), index.digest, index.media_type, index.digest, str(ep),
-                      fetcher.fetched, "all")
+    return PullResult(
+        str(ref), index.digest, index.media_type, index.digest, str(ep), fetcher.fetched, "all"
+    )
 
 
 def _check_manifest(m: oci.Manifest, ref: Reference) -> None:
@@ -211,5 +222,5 @@ def _check_manifest(m: oci.Manifest, ref: Reference) -> None:
 def _platform_matches(have: oci.Platform, want: oci.Platform) -> bool:
     h, w = have.normalized(), want.normalized()
     return (h.os, h.architecture) == (w.os, w.architecture) and (
-        not w.variant or h.variant == w.variant)
-
+        not w.variant or h.variant == w.variant
+    )

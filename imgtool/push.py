@@ -33,8 +33,9 @@ class PushResult:
     skipped: int
 
 
-def push(name: str, store: Store, destination: str | None = None,
-         options: PushOptions | None = None) -> PushResult:
+def push(
+    name: str, store: Store, destination: str | None = None, options: PushOptions | None = None
+) -> PushResult:
     opts = options or PushOptions()
     found, desc = store.find(name)
     dest = refs.parse(destination or found)
@@ -47,8 +48,10 @@ def push(name: str, store: Store, destination: str | None = None,
         if isinstance(top, oci.Index):
             for child in top.manifests:
                 if not store.has_blob(child.digest):
-                    raise SpecError(f"{found}: platform {child.platform} is not in the store "
-                                    "(pull with --all-platforms to push the whole index)")
+                    raise SpecError(
+                        f"{found}: platform {child.platform} is not in the store "
+                        "(pull with --all-platforms to push the whole index)"
+                    )
                 m = store.manifest(child)
                 if isinstance(m, oci.Manifest):
                     pusher.manifest(m, child.digest)
@@ -104,8 +107,14 @@ class _Pusher:
             done[0] += n
             progress(Event("bytes", short, done[0], desc.size))
 
-        self.client.upload_blob(repo, desc.digest, desc.size,
-                                lambda: self.store.open_blob(desc.digest), location, on_bytes)
+        self.client.upload_blob(
+            repo,
+            desc.digest,
+            desc.size,
+            lambda: self.store.open_blob(desc.digest),
+            location,
+            on_bytes,
+        )
         self.uploaded += 1
         progress(Event("done", short, desc.size, desc.size))
 
@@ -127,9 +136,17 @@ def _mount_sources(store: Store, dest: Reference) -> dict[str, list[str]]:
             top = store.manifest(d)
         except ImgtoolError:
             continue
-        manifests = [top] if isinstance(top, oci.Manifest) else [
-            m for c in top.manifests if store.has_blob(c.digest)
-            for m in [store.manifest(c)] if isinstance(m, oci.Manifest)]
+        manifests = (
+            [top]
+            if isinstance(top, oci.Manifest)
+            else [
+                m
+                for c in top.manifests
+                if store.has_blob(c.digest)
+                for m in [store.manifest(c)]
+                if isinstance(m, oci.Manifest)
+            ]
+        )
         for m in manifests:
             for b in m.blobs():
                 repos = sources.setdefault(b.digest, [])

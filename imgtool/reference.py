@@ -58,7 +58,7 @@ class Reference:
             return self.name
         repo = self.repository
         if repo.startswith(OFFICIAL_PREFIX) and repo.count("/") == 1:
-            return repo[len(OFFICIAL_PREFIX):]
+            return repo[len(OFFICIAL_PREFIX) :]
         return repo
 
     @property
@@ -77,7 +77,9 @@ class Reference:
 
     def with_tag(self, tag: str) -> Reference:
         if not ANCHORED_TAG.match(tag):
-            raise InvalidReference(tag, "a tag is up to 128 of [A-Za-z0-9_.-], not starting with . or -")
+            raise InvalidReference(
+                tag, "a tag is up to 128 of [A-Za-z0-9_.-], not starting with . or -"
+            )
         return replace(self, tag=tag, digest=None)
 
     def with_digest(self, digest: str) -> Reference:
@@ -150,7 +152,7 @@ def split_docker_domain(name: str) -> tuple[str, str]:
     ):
         domain, remainder = DEFAULT_DOMAIN, name
     else:
-        domain, remainder = first, name[i + 1:]
+        domain, remainder = first, name[i + 1 :]
     if domain == LEGACY_DEFAULT_DOMAIN:
         domain = DEFAULT_DOMAIN
     if domain == DEFAULT_DOMAIN and "/" not in remainder:
@@ -159,7 +161,7 @@ def split_docker_domain(name: str) -> tuple[str, str]:
 
 
 def parse_normalized_named(text: str) -> Reference:
-    """Docker's normalization without adding a default tag (distribution's `ParseNormalizedNamed`)."""
+    """Docker's normalization, no default tag (distribution's `ParseNormalizedNamed`)."""
     if ANCHORED_IDENTIFIER.match(text):
         raise InvalidReference(text, "a 64-character hexadecimal string is an id, not a repository")
     if text == "":

@@ -33,8 +33,15 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(home / "registries.conf"))
     monkeypatch.setenv("IMGTOOL_ROOT", str(tmp_path / "store"))
-    for var in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_RUNTIME_DIR", "HTTP_PROXY",
-                "HTTPS_PROXY", "http_proxy", "https_proxy"):
+    for var in (
+        "REGISTRY_AUTH_FILE",
+        "DOCKER_CONFIG",
+        "XDG_RUNTIME_DIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
         monkeypatch.delenv(var, raising=False)
     return home
 
@@ -51,12 +58,18 @@ class Result:
     err: str
 
 
-def imgtool(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 300) -> Result:
+def imgtool(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> Result:
     """Run the CLI as a user types it."""
     proc = subprocess.run(
-        [sys.executable, "-m", "imgtool", *args], input=input, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO,
+        [sys.executable, "-m", "imgtool", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -77,8 +90,14 @@ def seed(reg: Registry, layout: Path, dest: str, creds: str | None = None) -> No
     """Put a layout's `latest` into the registry with skopeo, an independent peer: what skopeo
     pushes, imgtool must pull."""
     assert SKOPEO
-    cmd = [SKOPEO, "copy", "--quiet", "--all", f"oci:{layout}:latest",
-           f"docker://{reg.host}/{dest}"]
+    cmd = [
+        SKOPEO,
+        "copy",
+        "--quiet",
+        "--all",
+        f"oci:{layout}:latest",
+        f"docker://{reg.host}/{dest}",
+    ]
     if reg.mode == "tls":
         cmd += ["--dest-cert-dir", str(reg.ca_dir)]
     else:
@@ -96,8 +115,9 @@ def _need_registry() -> None:
 
 
 @pytest.fixture(scope="session")
-def plain_registry(tmp_path_factory: pytest.TempPathFactory,
-                   images: dict[str, Path]) -> Iterator[Registry]:
+def plain_registry(
+    tmp_path_factory: pytest.TempPathFactory, images: dict[str, Path]
+) -> Iterator[Registry]:
     _need_registry()
     reg = Registry(tmp_path_factory.mktemp("registry-plain")).start()
     try:
@@ -110,8 +130,9 @@ def plain_registry(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="session")
-def tls_registry(tmp_path_factory: pytest.TempPathFactory,
-                 images: dict[str, Path]) -> Iterator[Registry]:
+def tls_registry(
+    tmp_path_factory: pytest.TempPathFactory, images: dict[str, Path]
+) -> Iterator[Registry]:
     _need_registry()
     reg = Registry(tmp_path_factory.mktemp("registry-tls"), mode="tls", users=USERS).start()
     try:
@@ -128,13 +149,15 @@ class TokenSetup:
 
 
 @pytest.fixture(scope="session")
-def token_registry(tmp_path_factory: pytest.TempPathFactory,
-                   images: dict[str, Path]) -> Iterator[TokenSetup]:
+def token_registry(
+    tmp_path_factory: pytest.TempPathFactory, images: dict[str, Path]
+) -> Iterator[TokenSetup]:
     _need_registry()
     work = tmp_path_factory.mktemp("registry-token")
     tokens = TokenServer(work / "tokens", users=dict(USERS)).start()
-    reg = Registry(work / "registry", mode="token", token_realm=tokens.realm,
-                   token_cert=tokens.cert_path)
+    reg = Registry(
+        work / "registry", mode="token", token_realm=tokens.realm, token_cert=tokens.cert_path
+    )
     try:
         reg.start()
         seed(reg, images["busybox"], "public/busybox:latest", creds="alice:wonderland")

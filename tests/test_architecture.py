@@ -10,17 +10,34 @@ PKG = Path(__file__).resolve().parents[1] / "imgtool"
 
 # floor of each top-level module or package of imgtool
 FLOORS = {
-    "errors": 0, "digest": 0, "reference": 0, "mediatypes": 0, "oci": 0, "progress": 0,
-    "compression": 1, "verify": 1, "atomic": 1,
-    "store": 2, "registry": 2,
-    "pull": 3, "push": 3, "inspect": 3, "login": 3,
-    "cli": 4, "__main__": 4, "__init__": 0,
+    "errors": 0,
+    "digest": 0,
+    "reference": 0,
+    "mediatypes": 0,
+    "oci": 0,
+    "progress": 0,
+    "compression": 1,
+    "verify": 1,
+    "atomic": 1,
+    "store": 2,
+    "registry": 2,
+    "pull": 3,
+    "push": 3,
+    "inspect": 3,
+    "login": 3,
+    "cli": 4,
+    "__main__": 4,
+    "__init__": 0,
 }
 
 # third-party package -> the modules (first path parts) allowed to import it
 THIRD_PARTY = {
-    "requests": {"registry"}, "urllib3": {"registry"}, "certifi": {"registry"},
-    "zstandard": {"compression"}, "click": {"cli"}, "cryptography": set(),
+    "requests": {"registry"},
+    "urllib3": {"registry"},
+    "certifi": {"registry"},
+    "zstandard": {"compression"},
+    "click": {"cli"},
+    "cryptography": set(),
 }
 
 
@@ -66,8 +83,12 @@ def test_imports_only_go_down() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module == "imgtool":
                 for a in node.names:
-                    if a.name in FLOORS and a.name != top and FLOORS[a.name] > mine \
-                            and a.name != "__version__":
+                    if (
+                        a.name in FLOORS
+                        and a.name != top
+                        and FLOORS[a.name] > mine
+                        and a.name != "__version__"
+                    ):
                         bad.append(f"{name} imports imgtool.{a.name}")
     assert bad == []
 

@@ -32,8 +32,12 @@ def _one_line(text: str) -> str:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="imgtool")
-@click.option("--root", envvar="IMGTOOL_ROOT", type=click.Path(file_okay=False),
-              help="The store (an OCI image layout). Default /var/lib/imgtool as root.")
+@click.option(
+    "--root",
+    envvar="IMGTOOL_ROOT",
+    type=click.Path(file_okay=False),
+    help="The store (an OCI image layout). Default /var/lib/imgtool as root.",
+)
 @click.pass_context
 def cli(ctx: click.Context, root: str | None) -> None:
     """A daemonless OCI image builder, layer manager and runner."""

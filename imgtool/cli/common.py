@@ -17,18 +17,23 @@ def store_of(ctx: click.Context) -> Store:
 
 
 def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--cert-dir", type=click.Path(exists=True, file_okay=False),
-                     help="CA certificates (*.crt) and client keys instead of certs.d.")(f)
-    f = click.option("--insecure", is_flag=True,
-                     help="Allow plain HTTP and unverified TLS for this registry.")(f)
+    f = click.option(
+        "--cert-dir",
+        type=click.Path(exists=True, file_okay=False),
+        help="CA certificates (*.crt) and client keys instead of certs.d.",
+    )(f)
+    f = click.option(
+        "--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS for this registry."
+    )(f)
     return f
 
 
 def transport(insecure: bool, cert_dir: str | None, **extra: Any) -> Any:
     from imgtool.registry.client import TransportOptions
 
-    return TransportOptions(insecure=insecure, cert_dir=Path(cert_dir) if cert_dir else None,
-                            **extra)
+    return TransportOptions(
+        insecure=insecure, cert_dir=Path(cert_dir) if cert_dir else None, **extra
+    )
 
 
 def human_size(n: float) -> str:

@@ -25,8 +25,15 @@ def images(ctx: click.Context, as_json: bool, digests: bool) -> None:
     table = [("NAME", "DIGEST", "IMAGE ID", "CREATED", "SIZE")]
     for r in rows:
         digest = r.digest if digests else r.digest.split(":", 1)[1][:12]
-        table.append((r.name, digest, r.image_id.split(":", 1)[1][:12] if r.image_id else "-",
-                      r.created_ago, human_size(r.size)))
+        table.append(
+            (
+                r.name,
+                digest,
+                r.image_id.split(":", 1)[1][:12] if r.image_id else "-",
+                r.created_ago,
+                human_size(r.size),
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -38,8 +45,9 @@ def images(ctx: click.Context, as_json: bool, digests: bool) -> None:
 @click.option("--raw", is_flag=True, help="Print the manifest exactly as stored.")
 @click.option("--config", "config_only", is_flag=True, help="Print the config exactly as stored.")
 @click.pass_context
-def inspect(ctx: click.Context, name: str, platform: str | None, raw: bool,
-            config_only: bool) -> None:
+def inspect(
+    ctx: click.Context, name: str, platform: str | None, raw: bool, config_only: bool
+) -> None:
     """Show an image's manifest and config as JSON."""
     from imgtool import oci
     from imgtool.inspect import inspect_image

@@ -16,8 +16,14 @@ from imgtool.cli.common import registry_options, transport
 @click.option("--password", "-p", help="Password (prefer --password-stdin).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @registry_options
-def login(registry: str, username: str | None, password: str | None, password_stdin: bool,
-          insecure: bool, cert_dir: str | None) -> None:
+def login(
+    registry: str,
+    username: str | None,
+    password: str | None,
+    password_stdin: bool,
+    insecure: bool,
+    cert_dir: str | None,
+) -> None:
     """Check credentials against REGISTRY and store them where docker login would."""
     from imgtool.login import login as do_login
 

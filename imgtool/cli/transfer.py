@@ -16,11 +16,19 @@ from imgtool.cli.progress import Renderer
 @click.option("--quiet", "-q", is_flag=True, help="Print only the image's name.")
 @registry_options
 @click.pass_context
-def pull(ctx: click.Context, reference: str, platform: str | None, all_platforms: bool,
-         quiet: bool, insecure: bool, cert_dir: str | None) -> None:
+def pull(
+    ctx: click.Context,
+    reference: str,
+    platform: str | None,
+    all_platforms: bool,
+    quiet: bool,
+    insecure: bool,
+    cert_dir: str | None,
+) -> None:
     """Pull an image from a registry into the store."""
     from imgtool import oci
-    from imgtool.pull import PullOptions, pull as do_pull
+    from imgtool.pull import PullOptions
+    from imgtool.pull import pull as do_pull
 
     opts = PullOptions(
         platform=oci.Platform.parse(platform) if platform else None,
@@ -35,8 +43,9 @@ def pull(ctx: click.Context, reference: str, platform: str | None, all_platforms
     click.echo(f"Digest: {result.digest}")
     if result.index_digest and result.index_digest != result.digest:
         click.echo(f"Index: {result.index_digest} ({result.platform})")
-    click.echo(f"Pulled {result.name} from {result.source} ({human_size(result.fetched_bytes)} "
-               "fetched)")
+    click.echo(
+        f"Pulled {result.name} from {result.source} ({human_size(result.fetched_bytes)} fetched)"
+    )
 
 
 @cli.command()
@@ -45,16 +54,27 @@ def pull(ctx: click.Context, reference: str, platform: str | None, all_platforms
 @click.option("--quiet", "-q", is_flag=True, help="Print only the pushed digest.")
 @registry_options
 @click.pass_context
-def push(ctx: click.Context, name: str, destination: str | None, quiet: bool, insecure: bool,
-         cert_dir: str | None) -> None:
+def push(
+    ctx: click.Context,
+    name: str,
+    destination: str | None,
+    quiet: bool,
+    insecure: bool,
+    cert_dir: str | None,
+) -> None:
     """Push an image from the store to a registry (to DESTINATION if given, else its name)."""
-    from imgtool.push import PushOptions, push as do_push
+    from imgtool.push import PushOptions
+    from imgtool.push import push as do_push
 
-    opts = PushOptions(transport=transport(insecure, cert_dir), progress=Renderer("Uploading", quiet))
+    opts = PushOptions(
+        transport=transport(insecure, cert_dir), progress=Renderer("Uploading", quiet)
+    )
     result = do_push(name, store_of(ctx), destination, opts)
     if quiet:
         click.echo(result.digest)
         return
-    click.echo(f"Pushed {result.reference}: digest {result.digest} "
-               f"({result.uploaded} uploaded, {result.mounted} mounted, "
-               f"{result.skipped} already there)")
+    click.echo(
+        f"Pushed {result.reference}: digest {result.digest} "
+        f"({result.uploaded} uploaded, {result.mounted} mounted, "
+        f"{result.skipped} already there)"
+    )

@@ -42,7 +42,7 @@ def parse_challenges(header: str) -> list[Challenge]:
         if not m:
             break
         scheme = m.group(1).lower()
-        rest = rest[m.end():]
+        rest = rest[m.end() :]
         params: dict[str, str] = {}
         while True:
             pm = _PARAM.match(rest)
@@ -50,7 +50,7 @@ def parse_challenges(header: str) -> list[Challenge]:
                 break
             value = pm.group(2) if pm.group(2) is not None else pm.group(3)
             params[pm.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
-            rest = rest[pm.end():]
+            rest = rest[pm.end() :]
         out.append(Challenge(scheme, params))
         rest = rest.lstrip(", ")
     return out
@@ -94,7 +94,9 @@ class TokenCache:
                 return None
             return t.value
 
-    def put(self, realm: str, service: str, scopes: tuple[str, ...], value: str, ttl: float) -> None:
+    def put(
+        self, realm: str, service: str, scopes: tuple[str, ...], value: str, ttl: float
+    ) -> None:
         # renew a little early, so that a token does not expire between check and use
         with self._lock:
             self._tokens[(realm, service, scopes)] = Token(value, time.monotonic() + ttl * 0.9)

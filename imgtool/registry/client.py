@@ -88,8 +88,11 @@ def certs_dirs(host: str, cert_dir: Path | None) -> list[Path]:
     if cert_dir is not None:
         return [cert_dir]
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    bases = [config_home / "containers" / "certs.d", Path("/etc/containers/certs.d"),
-             Path("/etc/docker/certs.d")]
+    bases = [
+        config_home / "containers" / "certs.d",
+        Path("/etc/containers/certs.d"),
+        Path("/etc/docker/certs.d"),
+    ]
     return [b / host for b in bases]
 
 
@@ -200,7 +203,9 @@ class RegistryClient:
                     continue
                 raise RegistryUnavailable(
                     f"TLS with {self.host} failed: {_root_cause(e)} (a CA goes in "
-                    f"certs.d/{self.host}/ca.crt, or use --insecure)", method="GET", url=url
+                    f"certs.d/{self.host}/ca.crt, or use --insecure)",
+                    method="GET",
+                    url=url,
                 ) from None
             except requests.exceptions.RequestException as e:
                 last = e
@@ -216,12 +221,16 @@ class RegistryClient:
                 raise RegistryError(
                     f"{self.host} does not serve the registry API: GET /v2/ gave "
                     f"{resp.status_code}{' ' + msg if msg else ''}",
-                    method="GET", url=url, status=resp.status_code, codes=codes,
+                    method="GET",
+                    url=url,
+                    status=resp.status_code,
+                    codes=codes,
                 )
             self.base_url = f"{scheme}://{self.host}"
             return
         raise RegistryUnavailable(
-            f"cannot reach registry {self.host}: {_root_cause(last)}", method="GET",
+            f"cannot reach registry {self.host}: {_root_cause(last)}",
+            method="GET",
             url=f"https://{self.host}/v2/",
         )
 
@@ -229,8 +238,9 @@ class RegistryClient:
         """Connection errors are raised at once; 429 and 5xx are retried as any request."""
         delay = self.options.backoff
         for attempt in range(self.options.retries + 1):
-            resp = self.session.get(url, verify=self.verify, cert=self.cert,
-                                    timeout=self.options.timeout)
+            resp = self.session.get(
+                url, verify=self.verify, cert=self.cert, timeout=self.options.timeout
+            )
             if resp.status_code not in RETRY_STATUSES or attempt == self.options.retries:
                 return resp
             time.sleep(_retry_after(resp, delay, self.options.max_retry_after))
@@ -263,8 +273,13 @@ class RegistryClient:
         params += [("scope", s) for s in scopes]
         headers: dict[str, str] = {}
         if creds and creds.identity_token:
-            form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                    "service": ch.service, "scope": " ".join(scopes), "client_id": "imgtool"}
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": creds.identity_token,
+                "service": ch.service,
+                "scope": " ".join(scopes),
+                "client_id": "imgtool",
+            }
             resp = self._token_request("POST", ch.realm, data=form)
         else:
             if creds:
@@ -275,15 +290,24 @@ class RegistryClient:
             if creds:
                 raise AuthError(
                     f"{self.host}: authentication failed for user {creds.username!r} "
-                    f"(wrong username or password?)", method="GET", url=ch.realm,
-                    status=resp.status_code)
+                    f"(wrong username or password?)",
+                    method="GET",
+                    url=ch.realm,
+                    status=resp.status_code,
+                )
             raise AuthError(
                 f"{self.host}: the registry wants credentials (imgtool login {self.host})",
-                method="GET", url=ch.realm, status=resp.status_code)
+                method="GET",
+                url=ch.realm,
+                status=resp.status_code,
+            )
         if resp.status_code != 200:
             raise RegistryError(
                 f"{self.host}: token server {_redact(ch.realm)} answered {resp.status_code}",
-                method="GET", url=ch.realm, status=resp.status_code)
+                method="GET",
+                url=ch.realm,
+                status=resp.status_code,
+            )
         try:
             doc = resp.json()
             token = doc.get("token") or doc.get("access_token")
@@ -296,12 +320,15 @@ class RegistryClient:
 
     def _token_request(self, method: str, url: str, **kw: Any) -> requests.Response:
         try:
-            return self.session.request(method, url, verify=self.verify, cert=self.cert,
-                                        timeout=self.options.timeout, **kw)
+            return self.session.request(
+                method, url, verify=self.verify, cert=self.cert, timeout=self.options.timeout, **kw
+            )
         except requests.exceptions.RequestException as e:
             raise RegistryUnavailable(
                 f"cannot reach the token server {_redact(url)}: {_root_cause(e)}",
-                method=method, url=url) from None
+                method=method,
+                url=url,
+            ) from None
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -348,8 +375,12 @@ class RegistryClient:
         return resp
 
     def _send(
-        self, method: str, url: str, headers: dict[str, str],
-        body: bytes | Callable[[], BinaryIO] | None, stream: bool,
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | Callable[[], BinaryIO] | None,
+        stream: bool,
     ) -> requests.Response:
         """One logical request: retried on resets, 429 and 5xx; redirects followed by hand so
         that credentials never travel to another host."""
@@ -362,8 +393,10 @@ class RegistryClient:
             except requests.exceptions.RequestException as e:
                 if last_try or isinstance(e, requests.exceptions.SSLError):
                     raise RegistryUnavailable(
-                        f"{method} {_redact(url)} failed: {_root_cause(e)}", method=method,
-                        url=_redact(url)) from None
+                        f"{method} {_redact(url)} failed: {_root_cause(e)}",
+                        method=method,
+                        url=_redact(url),
+                    ) from None
                 time.sleep(delay)
                 delay *= 2
                 continue
@@ -377,8 +410,12 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     def _follow(
-        self, method: str, url: str, headers: dict[str, str],
-        body: bytes | Callable[[], BinaryIO] | None, stream: bool,
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | Callable[[], BinaryIO] | None,
+        stream: bool,
     ) -> requests.Response:
         origin = urlsplit(url).netloc
         hdrs = dict(headers)
@@ -386,8 +423,15 @@ class RegistryClient:
             data = body() if callable(body) else body
             try:
                 resp = self.session.request(
-                    method, url, headers=hdrs, data=data, stream=stream, allow_redirects=False,
-                    verify=self.verify, cert=self.cert, timeout=self.options.timeout,
+                    method,
+                    url,
+                    headers=hdrs,
+                    data=data,
+                    stream=stream,
+                    allow_redirects=False,
+                    verify=self.verify,
+                    cert=self.cert,
+                    timeout=self.options.timeout,
                 )
             finally:
                 if callable(body) and data is not None:
@@ -407,13 +451,20 @@ class RegistryClient:
         status = resp.status_code
         where = f"{method} {_redact(url)}"
         detail = message or resp.reason or ""
-        kw: dict[str, Any] = {"method": method, "url": _redact(url), "status": status,
-                              "codes": codes}
+        kw: dict[str, Any] = {
+            "method": method,
+            "url": _redact(url),
+            "status": status,
+            "codes": codes,
+        }
         resp.close()
         if status == 401:
             who = self.credentials
-            hint = (f"user {who.username!r} was refused" if who and who.username
-                    else f"log in first (imgtool login {self.host})")
+            hint = (
+                f"user {who.username!r} was refused"
+                if who and who.username
+                else f"log in first (imgtool login {self.host})"
+            )
             return AuthError(f"{self.host}: unauthorized: {hint}", **kw)
         if status == 403:
             return AuthError(f"{self.host}: access denied to {urlsplit(url).path} ({detail})", **kw)
@@ -428,7 +479,8 @@ class RegistryClient:
             return TooManyRequests(
                 f"{self.host} is rate limiting this client (429 Too Many Requests"
                 f"{'; ' + limits if limits else ''}); wait, log in, or pull through a mirror",
-                **kw)
+                **kw,
+            )
         return RegistryError(f"{where}: {status} {detail}".rstrip(), **kw)
 
     # --- manifests -----------------------------------------------------------------------------
@@ -437,7 +489,9 @@ class RegistryClient:
         """The digest and type of a manifest, or None when the registry does not say (some
         registries answer HEAD without Docker-Content-Digest)."""
         resp = self.request(
-            "HEAD", f"/v2/{repository}/manifests/{ref}", [f"repository:{repository}:pull"],
+            "HEAD",
+            f"/v2/{repository}/manifests/{ref}",
+            [f"repository:{repository}:pull"],
             headers={"Accept": mt.MANIFEST_ACCEPT},
         )
         digest = resp.headers.get("Docker-Content-Digest")
@@ -448,7 +502,9 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, ref: str) -> ManifestInfo:
         resp = self.request(
-            "GET", f"/v2/{repository}/manifests/{ref}", [f"repository:{repository}:pull"],
+            "GET",
+            f"/v2/{repository}/manifests/{ref}",
+            [f"repository:{repository}:pull"],
             headers={"Accept": mt.MANIFEST_ACCEPT},
         )
         raw = resp.content
@@ -461,8 +517,12 @@ class RegistryClient:
 
     def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str) -> str:
         resp = self.request(
-            "PUT", f"/v2/{repository}/manifests/{ref}", [f"repository:{repository}:pull,push"],
-            ok=(200, 201, 202), headers={"Content-Type": media_type}, body=raw,
+            "PUT",
+            f"/v2/{repository}/manifests/{ref}",
+            [f"repository:{repository}:pull,push"],
+            ok=(200, 201, 202),
+            headers={"Content-Type": media_type},
+            body=raw,
         )
         actual = "sha256:" + hashlib.sha256(raw).hexdigest()
         header = resp.headers.get("Docker-Content-Digest")
@@ -473,12 +533,19 @@ class RegistryClient:
     # --- blobs ---------------------------------------------------------------------------------
 
     def blob_exists(self, repository: str, digest: str) -> bool:
-        resp = self.request("HEAD", f"/v2/{repository}/blobs/{digest}",
-                            [f"repository:{repository}:pull"], ok=(200, 404))
+        resp = self.request(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            [f"repository:{repository}:pull"],
+            ok=(200, 404),
+        )
         return resp.status_code == 200
 
     def download_blob(
-        self, repository: str, digest: str, sink: BlobSink,
+        self,
+        repository: str,
+        digest: str,
+        sink: BlobSink,
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         """Stream a blob into `sink`, resuming with Range after a dropped connection (and
@@ -488,8 +555,9 @@ class RegistryClient:
         failures = 0
         while True:
             headers = {"Range": f"bytes={sink.offset}-"} if sink.offset else {}
-            resp = self.request("GET", path, scopes, ok=(200, 206, 416), headers=headers,
-                                stream=True)
+            resp = self.request(
+                "GET", path, scopes, ok=(200, 206, 416), headers=headers, stream=True
+            )
             if resp.status_code == 416:  # the partial is complete or bogus: start over
                 resp.close()
                 sink.restart()
@@ -507,7 +575,9 @@ class RegistryClient:
                 if failures > self.options.retries:
                     raise RegistryUnavailable(
                         f"download of {digest} from {self.host} kept failing: {_root_cause(e)}",
-                        method="GET", url=self.base_url + path) from None
+                        method="GET",
+                        url=self.base_url + path,
+                    ) from None
                 time.sleep(self.options.backoff * failures)
             finally:
                 resp.close()
@@ -515,9 +585,11 @@ class RegistryClient:
     def mount_blob(self, repository: str, digest: str, source: str) -> str | None:
         """Cross-repository mount. None when mounted; else the upload location to use."""
         resp = self.request(
-            "POST", f"/v2/{repository}/blobs/uploads/",
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
             [f"repository:{repository}:pull,push", f"repository:{source}:pull"],
-            ok=(201, 202), query={"mount": digest, "from": source},
+            ok=(201, 202),
+            query={"mount": digest, "from": source},
         )
         if resp.status_code == 201:
             return None
@@ -530,8 +602,13 @@ class RegistryClient:
         return urljoin(resp.url, loc)
 
     def upload_blob(
-        self, repository: str, digest: str, size: int, opener: Callable[[], BinaryIO],
-        location: str | None = None, on_bytes: Callable[[int], None] | None = None,
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        opener: Callable[[], BinaryIO],
+        location: str | None = None,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         """Monolithic PUT for small blobs, PATCH chunks then PUT for large ones."""
         scopes = [f"repository:{repository}:pull,push"]
@@ -540,10 +617,15 @@ class RegistryClient:
             location = self._location(resp)
         chunk = self.options.chunk_size
         if size <= chunk:
-            self.request("PUT", location, scopes, ok=(201,), body=opener,
-                         query={"digest": digest},
-                         headers={"Content-Type": "application/octet-stream",
-                                  "Content-Length": str(size)})
+            self.request(
+                "PUT",
+                location,
+                scopes,
+                ok=(201,),
+                body=opener,
+                query={"digest": digest},
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            )
             if on_bytes:
                 on_bytes(size)
             return
@@ -553,9 +635,16 @@ class RegistryClient:
                 data = f.read(chunk)
                 end = start + len(data) - 1
                 resp = self.request(
-                    "PATCH", location, scopes, ok=(202,), body=data,
-                    headers={"Content-Type": "application/octet-stream",
-                             "Content-Range": f"{start}-{end}", "Content-Length": str(len(data))},
+                    "PATCH",
+                    location,
+                    scopes,
+                    ok=(202,),
+                    body=data,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{start}-{end}",
+                        "Content-Length": str(len(data)),
+                    },
                 )
                 location = self._location(resp)
                 start += len(data)
@@ -575,8 +664,15 @@ def _pick_challenge(resp: requests.Response) -> Challenge | None:
 
 def _speaks_plain_http(e: Exception) -> bool:
     text = str(e).lower()
-    return any(s in text for s in ("wrong version number", "record layer failure",
-                                   "unknown protocol", "packet length too long"))
+    return any(
+        s in text
+        for s in (
+            "wrong version number",
+            "record layer failure",
+            "unknown protocol",
+            "packet length too long",
+        )
+    )
 
 
 def _root_cause(e: BaseException | None) -> str:
@@ -584,9 +680,15 @@ def _root_cause(e: BaseException | None) -> str:
     if e is None:
         return "no answer"
     text = str(e)
-    for marker in ("Connection refused", "Name or service not known", "timed out",
-                   "certificate verify failed", "Connection reset by peer",
-                   "No route to host", "Temporary failure in name resolution"):
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "timed out",
+        "certificate verify failed",
+        "Connection reset by peer",
+        "No route to host",
+        "Temporary failure in name resolution",
+    ):
         if marker in text:
             return marker
     seen = e

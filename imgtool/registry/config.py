@@ -65,11 +65,13 @@ class RegistriesConf:
         best: RegistryEntry | None = None
         for e in self.registries:
             p = e.prefix
-            if name == p or name.startswith(p.rstrip("/") + "/") or (
-                p.startswith("*.") and name.split("/", 1)[0].endswith(p[1:])
-            ):
-                if best is None or len(p) > len(best.prefix):
-                    best = e
+            matches = (
+                name == p
+                or name.startswith(p.rstrip("/") + "/")
+                or (p.startswith("*.") and name.split("/", 1)[0].endswith(p[1:]))
+            )
+            if matches and (best is None or len(p) > len(best.prefix)):
+                best = e
         return best
 
     def resolve(self, text: str) -> Reference:
@@ -115,7 +117,7 @@ def _split_suffix(text: str) -> tuple[str, str]:
 
 
 def _rewrite(name: str, prefix: str, location: str, insecure: bool, mirror: bool) -> Endpoint:
-    rest = name[len(prefix):].lstrip("/") if not prefix.startswith("*.") else name.split("/", 1)[1]
+    rest = name[len(prefix) :].lstrip("/") if not prefix.startswith("*.") else name.split("/", 1)[1]
     full = f"{location.rstrip('/')}/{rest}" if rest else location
     host, _, repo = full.partition("/")
     if host == refs.DEFAULT_DOMAIN:
@@ -178,10 +180,15 @@ def _entries(doc: dict[str, Any], source: Path) -> list[RegistryEntry]:
             mirrors.append((m["location"], bool(m.get("insecure", False)), pull_from))
         if r.get("mirror-by-digest-only"):
             mirrors = [(loc, ins, "digest-only") for loc, ins, _ in mirrors]
-        out.append(RegistryEntry(
-            _normalize_prefix(prefix), location or prefix, bool(r.get("insecure", False)),
-            bool(r.get("blocked", False)), tuple(mirrors),
-        ))
+        out.append(
+            RegistryEntry(
+                _normalize_prefix(prefix),
+                location or prefix,
+                bool(r.get("insecure", False)),
+                bool(r.get("blocked", False)),
+                tuple(mirrors),
+            )
+        )
     return out
 
 

@@ -48,7 +48,7 @@ def _normalize_key(key: str) -> str:
     """`https://host/v1/`, `http://host`, `host/v2/` all name `host`."""
     for scheme in ("https://", "http://"):
         if key.startswith(scheme):
-            key = key[len(scheme):]
+            key = key[len(scheme) :]
     key = key.split("/", 1)[0]
     return DOCKER_HUB_AUTH_KEY if key in ("index.docker.io", DEFAULT_DOMAIN) else key
 
@@ -131,7 +131,9 @@ def _from_helper(helper: str, key: str) -> Credentials | None:
         doc = json.loads(out)
         user, secret = doc["Username"], doc["Secret"]
     except (ValueError, KeyError, TypeError):
-        raise CredentialsError(f"credential helper docker-credential-{helper} gave no JSON") from None
+        raise CredentialsError(
+            f"credential helper docker-credential-{helper} gave no JSON"
+        ) from None
     if user == "<token>":
         return Credentials("", "", secret)
     return Credentials(user, secret)
@@ -174,7 +176,9 @@ def store(host: str, creds: Credentials) -> str:
     doc = _load(path) or {}
     helper = (doc.get("credHelpers") or {}).get(key) or doc.get("credsStore")
     if helper:
-        payload = json.dumps({"ServerURL": key, "Username": creds.username, "Secret": creds.password})
+        payload = json.dumps(
+            {"ServerURL": key, "Username": creds.username, "Secret": creds.password}
+        )
         run_helper(helper, "store", payload)
         return f"docker-credential-{helper}"
     auths = doc.setdefault("auths", {})

@@ -26,8 +26,9 @@ def _certs_d(home: Path, reg: Registry) -> None:
     (d / "ca.crt").write_bytes((reg.ca_dir / "ca.crt").read_bytes())
 
 
-def test_tls_basic_auth_with_docker_config(tls_registry: Registry, isolated_env: Path,
-                                           store: Store) -> None:
+def test_tls_basic_auth_with_docker_config(
+    tls_registry: Registry, isolated_env: Path, store: Store
+) -> None:
     ref = f"{tls_registry.host}/private/busybox:latest"
     r = imgtool("pull", ref)
     assert r.code == 1 and "certificate verify failed" in r.err  # no CA yet: refused
@@ -40,8 +41,9 @@ def test_tls_basic_auth_with_docker_config(tls_registry: Registry, isolated_env:
     assert store.find(ref)
 
 
-def test_tls_wrong_password_is_one_clear_line(tls_registry: Registry, isolated_env: Path,
-                                              store: Store) -> None:
+def test_tls_wrong_password_is_one_clear_line(
+    tls_registry: Registry, isolated_env: Path, store: Store
+) -> None:
     _certs_d(isolated_env, tls_registry)
     write_docker_config(isolated_env, tls_registry.host, "alice", "bad")
     r = imgtool("pull", f"{tls_registry.host}/private/busybox")
@@ -53,12 +55,12 @@ def test_tls_wrong_password_is_one_clear_line(tls_registry: Registry, isolated_e
 def test_cert_dir_and_login_logout(tls_registry: Registry, isolated_env: Path) -> None:
     host = tls_registry.host
     ca = str(tls_registry.ca_dir)
-    r = imgtool("login", host, "-u", "alice", "--password-stdin", "--cert-dir", ca,
-                input="nope\n")
+    r = imgtool("login", host, "-u", "alice", "--password-stdin", "--cert-dir", ca, input="nope\n")
     assert r.code == 1 and "authentication failed" in r.err
     assert not (isolated_env / ".docker" / "config.json").exists()
-    r = imgtool("login", host, "-u", "alice", "--password-stdin", "--cert-dir", ca,
-                input="wonderland\n")
+    r = imgtool(
+        "login", host, "-u", "alice", "--password-stdin", "--cert-dir", ca, input="wonderland\n"
+    )
     assert r.code == 0, r.err
     cfg = isolated_env / ".docker" / "config.json"
     assert host in json.loads(cfg.read_text())["auths"]
@@ -70,15 +72,23 @@ def test_cert_dir_and_login_logout(tls_registry: Registry, isolated_env: Path) -
     assert host not in json.loads(cfg.read_text())["auths"]
 
 
-def test_podman_auth_file_and_credential_helper(tls_registry: Registry, isolated_env: Path,
-                                                tmp_path: Path) -> None:
+def test_podman_auth_file_and_credential_helper(
+    tls_registry: Registry, isolated_env: Path, tmp_path: Path
+) -> None:
     _certs_d(isolated_env, tls_registry)
     host = tls_registry.host
     authfile = tmp_path / "auth.json"
     import base64
 
-    authfile.write_text(json.dumps({"auths": {f"https://{host}/v2/": {
-        "auth": base64.b64encode(b"alice:wonderland").decode()}}}))
+    authfile.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    f"https://{host}/v2/": {"auth": base64.b64encode(b"alice:wonderland").decode()}
+                }
+            }
+        )
+    )
     r = imgtool("pull", f"{host}/private/busybox", env={"REGISTRY_AUTH_FILE": str(authfile)})
     assert r.code == 0, r.err
     # a docker-credential-* helper, named per registry in credHelpers
@@ -86,9 +96,10 @@ def test_podman_auth_file_and_credential_helper(tls_registry: Registry, isolated
     bindir.mkdir()
     helper = bindir / "docker-credential-testhelper"
     helper.write_text(
-        "#!/bin/sh\nread server\n[ \"$1\" = get ] || exit 1\n"
-        f"[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\n"
-        "echo '{\"Username\":\"alice\",\"Secret\":\"wonderland\"}'\n")
+        '#!/bin/sh\nread server\n[ "$1" = get ] || exit 1\n'
+        f'[ "$server" = "{host}" ] || {{ echo \'credentials not found in native keychain\'; exit 1; }}\n'
+        'echo \'{"Username":"alice","Secret":"wonderland"}\'\n'
+    )
     helper.chmod(0o755)
     cfg = isolated_env / ".docker" / "config.json"
     cfg.parent.mkdir(parents=True)
@@ -101,8 +112,9 @@ def test_podman_auth_file_and_credential_helper(tls_registry: Registry, isolated
     assert r.code == 1 and "docker-credential-missing is not installed" in r.err
 
 
-def test_token_auth_anonymous_and_with_credentials(token_registry: TokenSetup,
-                                                   isolated_env: Path, store: Store) -> None:
+def test_token_auth_anonymous_and_with_credentials(
+    token_registry: TokenSetup, isolated_env: Path, store: Store
+) -> None:
     reg, tokens = token_registry.registry, token_registry.tokens
     host = reg.host
     tokens.requests.clear()
@@ -120,8 +132,9 @@ def test_token_auth_anonymous_and_with_credentials(token_registry: TokenSetup,
     assert r.code == 1 and "authentication failed for user 'alice'" in r.err
 
 
-def test_token_refreshed_after_401(token_registry: TokenSetup, isolated_env: Path,
-                                   store: Store) -> None:
+def test_token_refreshed_after_401(
+    token_registry: TokenSetup, isolated_env: Path, store: Store
+) -> None:
     reg, tokens = token_registry.registry, token_registry.tokens
     write_docker_config(isolated_env, reg.host, "alice", "wonderland")
     tokens.requests.clear()
@@ -131,8 +144,9 @@ def test_token_refreshed_after_401(token_registry: TokenSetup, isolated_env: Pat
     assert len(tokens.requests) >= 2
 
 
-def test_push_mounts_across_repositories_with_two_scopes(token_registry: TokenSetup,
-                                                         isolated_env: Path) -> None:
+def test_push_mounts_across_repositories_with_two_scopes(
+    token_registry: TokenSetup, isolated_env: Path
+) -> None:
     reg, tokens = token_registry.registry, token_registry.tokens
     write_docker_config(isolated_env, reg.host, "alice", "wonderland")
     assert imgtool("pull", f"{reg.host}/private/busybox").code == 0
@@ -141,5 +155,7 @@ def test_push_mounts_across_repositories_with_two_scopes(token_registry: TokenSe
     assert r.code == 0, r.err
     assert "2 mounted" in r.out
     both = [q.scopes for q in tokens.requests if len(q.scopes) == 2]
-    assert any(set(s) == {"repository:alice/copy:pull,push", "repository:private/busybox:pull"}
-               for s in both), [q.scopes for q in tokens.requests]
+    assert any(
+        set(s) == {"repository:alice/copy:pull,push", "repository:private/busybox:pull"}
+        for s in both
+    ), [q.scopes for q in tokens.requests]

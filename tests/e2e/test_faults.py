@@ -34,8 +34,11 @@ def proxy(plain_registry: Registry) -> Iterator[FaultProxy]:
 def _snapshot(root: Path) -> dict[str, bytes]:
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "locks" not in p.parts}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "locks" not in p.parts
+    }
 
 
 def test_corrupted_blob_is_refused_and_nothing_stored(proxy: FaultProxy, store: Store) -> None:
@@ -48,7 +51,8 @@ def test_corrupted_blob_is_refused_and_nothing_stored(proxy: FaultProxy, store: 
     after = _snapshot(store.root)
     # the manifest may have been stored (it was verified); no bad blob, no name, no partial
     assert {k for k in after if k.startswith("blobs")} - set(before) <= {
-        k for k in after if k.startswith("blobs") and _is_manifest(after[k])}
+        k for k in after if k.startswith("blobs") and _is_manifest(after[k])
+    }
     assert json.loads(after["index.json"])["manifests"] == []
     assert not any(k.startswith("ingest/") for k in after)
     verify_store(store.root)
@@ -70,8 +74,11 @@ def test_rate_limited_then_served(proxy: FaultProxy, store: Store) -> None:
 
 def test_rate_limit_reported_with_the_registry_headers(proxy: FaultProxy, store: Store) -> None:
     proxy.status_faults = 100
-    proxy.fault_headers = {"Retry-After": "0", "RateLimit-Limit": "100;w=21600",
-                           "RateLimit-Remaining": "0;w=21600"}
+    proxy.fault_headers = {
+        "Retry-After": "0",
+        "RateLimit-Limit": "100;w=21600",
+        "RateLimit-Remaining": "0;w=21600",
+    }
     r = imgtool("pull", f"{proxy.host}/library/busybox")
     assert r.code == 1
     assert "rate limiting" in r.err and "ratelimit-limit=100;w=21600" in r.err
@@ -97,13 +104,18 @@ def test_dropped_connection_resumes_with_range(proxy: FaultProxy, store: Store) 
     verify_store(store.root)
 
 
-def test_killed_pull_leaves_no_visible_blob_and_rerun_resumes(proxy: FaultProxy,
-                                                               store: Store) -> None:
+def test_killed_pull_leaves_no_visible_blob_and_rerun_resumes(
+    proxy: FaultProxy, store: Store
+) -> None:
     proxy.blob_rate = 200_000  # bytes/s: the 1 MB layer takes about 5 s
     env = {**os.environ}
-    proc = subprocess.Popen([sys.executable, "-m", "imgtool", "pull",
-                             f"{proxy.host}/library/busybox"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgtool", "pull", f"{proxy.host}/library/busybox"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     ingest = store.root / "ingest"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -128,9 +140,15 @@ def test_killed_pull_leaves_no_visible_blob_and_rerun_resumes(proxy: FaultProxy,
 
 def test_two_pulls_at_once(plain_registry: Registry, store: Store) -> None:
     host = plain_registry.host
-    procs = [subprocess.Popen([sys.executable, "-m", "imgtool", "pull", f"{host}/{name}"],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for name in ("library/busybox", "team/app:1.0", "library/busybox")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "imgtool", "pull", f"{host}/{name}"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name in ("library/busybox", "team/app:1.0", "library/busybox")
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
@@ -146,8 +164,11 @@ def test_redirect_to_another_host_drops_authorization(proxy: FaultProxy, store: 
     cfg.parent.mkdir(parents=True)
     import base64
 
-    cfg.write_text(json.dumps({"auths": {proxy.host: {
-        "auth": base64.b64encode(b"alice:wonderland").decode()}}}))
+    cfg.write_text(
+        json.dumps(
+            {"auths": {proxy.host: {"auth": base64.b64encode(b"alice:wonderland").decode()}}}
+        )
+    )
     r = imgtool("pull", f"{proxy.host}/library/busybox")
     assert r.code == 0, r.err
     assert proxy.redirected, "blobs should have come from the second host"
@@ -155,9 +176,9 @@ def test_redirect_to_another_host_drops_authorization(proxy: FaultProxy, store: 
     assert any("Authorization" in s.headers for s in proxy.seen)
 
 
-def test_mirror_from_registries_conf_serves_docker_hub_names(plain_registry: Registry,
-                                                             isolated_env: Path,
-                                                             store: Store) -> None:
+def test_mirror_from_registries_conf_serves_docker_hub_names(
+    plain_registry: Registry, isolated_env: Path, store: Store
+) -> None:
     """`imgtool pull busybox` offline: docker.io is mirrored by the local registry."""
     conf = isolated_env / "registries.conf"
     # docker.io itself is "moved" to a dead local port: nothing here may leave the machine
@@ -165,7 +186,8 @@ def test_mirror_from_registries_conf_serves_docker_hub_names(plain_registry: Reg
         f'[[registry]]\nprefix = "docker.io"\nlocation = "127.0.0.1:{free_port()}"\n'
         f'[[registry.mirror]]\nlocation = "127.0.0.1:{free_port()}"\n'  # a dead mirror first
         f'[[registry.mirror]]\nlocation = "{plain_registry.host}"\ninsecure = true\n'
-        '[aliases]\n"app" = "docker.io/team/app"\n')
+        '[aliases]\n"app" = "docker.io/team/app"\n'
+    )
     r = imgtool("pull", "busybox")
     assert r.code == 0, r.err
     assert "Pulled docker.io/library/busybox:latest" in r.out

@@ -26,8 +26,9 @@ def verify_store(root: Path) -> None:
     store = Store(root)
     for d in store.entries():
         top = store.manifest(d)
-        manifests = [top] if isinstance(top, oci.Manifest) else [
-            store.manifest(c) for c in top.manifests]
+        manifests = (
+            [top] if isinstance(top, oci.Manifest) else [store.manifest(c) for c in top.manifests]
+        )
         for m in manifests:
             assert isinstance(m, oci.Manifest)
             for b in m.blobs():
@@ -53,8 +54,9 @@ def test_pull_images_inspect(plain_registry: Registry, store: Store) -> None:
     assert info["Manifest"]["layers"][0]["mediaType"].endswith("tar+gzip")
 
 
-def test_second_pull_fetches_nothing_and_heads_first(plain_registry: Registry,
-                                                      store: Store) -> None:
+def test_second_pull_fetches_nothing_and_heads_first(
+    plain_registry: Registry, store: Store
+) -> None:
     from tests.support.proxy import FaultProxy
 
     proxy = FaultProxy(plain_registry.host).start()
@@ -118,44 +120,74 @@ def test_all_platforms_then_push_the_index(plain_registry: Registry, store: Stor
     assert r.code == 0, r.err
     raw = subprocess.run(
         ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/copy/multi:1"],
-        capture_output=True, check=True).stdout
+        capture_output=True,
+        check=True,
+    ).stdout
     assert hashlib.sha256(raw).hexdigest() == desc.digest.split(":")[1]
     assert len(json.loads(raw)["manifests"]) == 3
 
 
 @pytest.mark.peer
-def test_store_is_read_by_skopeo_umoci_and_oci_image_tool(plain_registry: Registry,
-                                                          store: Store, tmp_path: Path) -> None:
+def test_store_is_read_by_skopeo_umoci_and_oci_image_tool(
+    plain_registry: Registry, store: Store, tmp_path: Path
+) -> None:
     ref = f"{plain_registry.host}/library/busybox:latest"
     assert imgtool("pull", ref).code == 0
     if shutil.which("oci-image-tool"):
-        r = subprocess.run(["oci-image-tool", "validate", "--type", "image", "--ref",
-                            f"name={ref}", str(store.root)], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                "oci-image-tool",
+                "validate",
+                "--type",
+                "image",
+                "--ref",
+                f"name={ref}",
+                str(store.root),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr + r.stdout
     out = tmp_path / "copy"
-    r = subprocess.run(["skopeo", "copy", "--quiet", f"oci:{store.root}:{ref}", f"oci:{out}:x"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["skopeo", "copy", "--quiet", f"oci:{store.root}:{ref}", f"oci:{out}:x"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     if shutil.which("umoci"):
         bundle = tmp_path / "bundle"
-        r = subprocess.run(["umoci", "unpack", "--image", f"{store.root}:{ref}", str(bundle)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["umoci", "unpack", "--image", f"{store.root}:{ref}", str(bundle)],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
         assert (bundle / "rootfs" / "bin" / "busybox").is_file()
 
 
 @pytest.mark.peer
-def test_what_imgtool_pushes_skopeo_reads(plain_registry: Registry, store: Store,
-                                          tmp_path: Path) -> None:
+def test_what_imgtool_pushes_skopeo_reads(
+    plain_registry: Registry, store: Store, tmp_path: Path
+) -> None:
     host = plain_registry.host
     assert imgtool("pull", f"{host}/library/busybox").code == 0
     r = imgtool("push", f"{host}/library/busybox", f"{host}/pushed/busybox:v1")
     assert r.code == 0, r.err
     assert "0 uploaded" in r.out or "mounted" in r.out
     out = tmp_path / "fromskopeo"
-    r2 = subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                         f"docker://{host}/pushed/busybox:v1", f"oci:{out}:v1"],
-                        capture_output=True, text=True)
+    r2 = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            f"docker://{host}/pushed/busybox:v1",
+            f"oci:{out}:v1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r2.returncode == 0, r2.stderr
     idx = json.loads((out / "index.json").read_text())
     assert idx["manifests"][0]["digest"] == store.find(f"{host}/library/busybox")[1].digest

@@ -15,8 +15,17 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade",
-       "trailer", "proxy-authorization", "proxy-authenticate"}
+HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+}
 
 
 @dataclass
@@ -82,8 +91,9 @@ class FaultProxy:
             srv.shutdown()
             srv.server_close()
 
-    def _upstream(self, method: str, path: str, headers: dict[str, str],
-                  body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _upstream(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(self.upstream, timeout=60)
         conn.request(method, path, body=body or None, headers=headers)
         resp = conn.getresponse()
@@ -105,8 +115,12 @@ class FaultProxy:
                 return self._reply(h, 401, [("WWW-Authenticate", 'Basic realm="proxy"')], b"")
         if self.status_faults > 0:
             self.status_faults -= 1
-            return self._reply(h, self.fault_status, list(self.fault_headers.items()),
-                               b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}')
+            return self._reply(
+                h,
+                self.fault_status,
+                list(self.fault_headers.items()),
+                b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
+            )
         is_blob = h.command == "GET" and "/blobs/sha256:" in h.path
         if is_blob and self.redirect_blobs:
             path = urlsplit(h.path).path
@@ -118,17 +132,27 @@ class FaultProxy:
         if is_blob and status in (200, 206):
             if self.corrupt_blobs and data:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
-            if self.drops > 0 and self.drop_blobs_after is not None and (
-                    len(data) > self.drop_blobs_after):
+            if (
+                self.drops > 0
+                and self.drop_blobs_after is not None
+                and (len(data) > self.drop_blobs_after)
+            ):
                 self.drops -= 1
                 return self._reply(h, status, out, data, cut=self.drop_blobs_after)
             if self.blob_rate:
                 return self._reply(h, status, out, data, rate=self.blob_rate)
         self._reply(h, status, out, data, head=h.command == "HEAD")
 
-    def _reply(self, h: BaseHTTPRequestHandler, status: int, headers: list[tuple[str, str]],
-               body: bytes, cut: int | None = None, rate: int | None = None,
-               head: bool = False) -> None:
+    def _reply(
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        cut: int | None = None,
+        rate: int | None = None,
+        head: bool = False,
+    ) -> None:
         h.send_response(status)
         has_length = False
         for k, v in headers:
@@ -156,7 +180,7 @@ class FaultProxy:
             step = max(rate // 20, 1)
             for i in range(0, len(body), step):
                 try:
-                    h.wfile.write(body[i:i + step])
+                    h.wfile.write(body[i : i + step])
                     h.wfile.flush()
                 except OSError:
                     return

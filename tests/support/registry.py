@@ -82,15 +82,23 @@ class Registry:
             self.ca_dir = self.workdir / "certs"
             self.ca_dir.mkdir(exist_ok=True)
             (self.ca_dir / "ca.crt").write_bytes(pki.cert_pem(ca_cert))
-            lines += ["  tls:", f"    certificate: {self.workdir / 'server.crt'}",
-                      f"    key: {self.workdir / 'server.key'}"]
+            lines += [
+                "  tls:",
+                f"    certificate: {self.workdir / 'server.crt'}",
+                f"    key: {self.workdir / 'server.key'}",
+            ]
             htpasswd = self.workdir / "htpasswd"
             htpasswd.write_text("".join(f"{u}:{bcrypt_hash(p)}\n" for u, p in self.users.items()))
             lines += ["auth:", "  htpasswd:", "    realm: imgtool-tests", f"    path: {htpasswd}"]
         elif self.mode == "token":
-            lines += ["auth:", "  token:", f"    realm: {self.token_realm}",
-                      "    service: imgtool-test-registry", "    issuer: imgtool-test-issuer",
-                      f"    rootcertbundle: {self.token_cert}"]
+            lines += [
+                "auth:",
+                "  token:",
+                f"    realm: {self.token_realm}",
+                "    service: imgtool-test-registry",
+                "    issuer: imgtool-test-issuer",
+                f"    rootcertbundle: {self.token_cert}",
+            ]
         return "\n".join(lines) + "\n"
 
     def start(self) -> Registry:
@@ -101,8 +109,9 @@ class Registry:
             cfg = self.workdir / "config.yml"
             cfg.write_text(self._config())
             log = open(self.workdir / "registry.log", "ab")  # noqa: SIM115
-            self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [REGISTRY_BIN, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT
+            )
             if self._wait_ready():
                 return self
             self.stop()

@@ -70,8 +70,11 @@ class TokenServer:
         if kind != "repository":
             return None
         wanted = [a for a in actions.split(",") if a]
-        allowed = wanted if user else [a for a in wanted if a == "pull"
-                                       and name.startswith(self.public_prefix)]
+        allowed = (
+            wanted
+            if user
+            else [a for a in wanted if a == "pull" and name.startswith(self.public_prefix)]
+        )
         return {"type": kind, "name": name, "actions": allowed}
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
@@ -91,11 +94,23 @@ class TokenServer:
             self.expired_tokens -= 1
             exp = now - 3600  # well past the registry's leeway
         access = [g for s in scopes if (g := self._grant(user, s)) is not None]
-        claims = {"iss": ISSUER, "sub": user or "", "aud": SERVICE, "exp": exp,
-                  "nbf": now - 3600 * 2, "iat": now - 3600 * 2, "jti": uuid.uuid4().hex,
-                  "access": access}
-        body = json.dumps({"token": pki.sign_jwt(self.key, claims), "expires_in": 300,
-                           "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}).encode()
+        claims = {
+            "iss": ISSUER,
+            "sub": user or "",
+            "aud": SERVICE,
+            "exp": exp,
+            "nbf": now - 3600 * 2,
+            "iat": now - 3600 * 2,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
+        body = json.dumps(
+            {
+                "token": pki.sign_jwt(self.key, claims),
+                "expires_in": 300,
+                "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        ).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(body)))

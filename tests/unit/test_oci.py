@@ -10,7 +10,11 @@ from imgtool.errors import InvalidPlatform, SpecError
 from tests.support.corpus import load_cases
 
 FILES = [
-    "manifest_cases", "index_cases", "config_cases", "descriptor_cases", "layout_cases",
+    "manifest_cases",
+    "index_cases",
+    "config_cases",
+    "descriptor_cases",
+    "layout_cases",
     "spec_examples",
 ]
 CASES = [c for f in FILES for c in load_cases(f"oci-image-spec/{f}.json")]

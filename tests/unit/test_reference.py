@@ -151,4 +151,6 @@ def test_familiar_match_uses_path_match() -> None:
 def _path_match(pattern: str, name: str) -> bool:
     # Go's path.Match: '*' does not cross '/', so compare component by component.
     pp, nn = pattern.split("/"), name.split("/")
-    return len(pp) == len(nn) and all(fnmatch.fnmatchcase(n, p) for p, n in zip(pp, nn))
+    return len(pp) == len(nn) and all(
+        fnmatch.fnmatchcase(n, p) for p, n in zip(pp, nn, strict=True)
+    )

@@ -38,10 +38,14 @@ def test_index_layout_lookups(tmp_path: Path) -> None:
     for name, want in refs.items():
         _, desc = store.find(name)
         assert (desc.digest, desc.media_type, desc.size) == (
-            want["digest"], want["mediaType"], want["size"])
+            want["digest"],
+            want["mediaType"],
+            want["size"],
+        )
     img = store.image("1")
     assert img.manifest.config.digest == (
-        "sha256:6e0b05049ed9c17d02e1a55e80d6599dbfcce7f4f4b022e3c673e685789c470e")
+        "sha256:6e0b05049ed9c17d02e1a55e80d6599dbfcce7f4f4b022e3c673e685789c470e"
+    )
     assert img.manifest.layers[0].media_type == mt.DOCKER_LAYER_GZIP
     assert img.manifest.layers[0].size == 167
     assert store.has_blob(img.manifest.layers[0].digest)
@@ -63,8 +67,10 @@ def test_index_layout_negative_lookups(tmp_path: Path) -> None:
 def test_single_untagged_image_and_custom_media_types(tmp_path: Path) -> None:
     store = _copy_layout("test_index_one_image", tmp_path)
     (desc,) = store.entries()
-    assert desc.digest == _expectations()["test_index_one_image"]["refs"][
-        "(no ref.name annotation)"]["digest"]
+    assert (
+        desc.digest
+        == _expectations()["test_index_one_image"]["refs"]["(no ref.name annotation)"]["digest"]
+    )
     assert store.gc() == []
     store = _copy_layout("test_index_media_type", tmp_path)
     (desc,) = store.entries()
@@ -87,7 +93,9 @@ def test_gc_removes_exactly_the_unreferenced_blob(tmp_path: Path) -> None:
 
 def test_gc_refuses_unknown_media_type(tmp_path: Path) -> None:
     store = _copy_layout("test_gc_image_unknown_mediatype", tmp_path)
-    with pytest.raises(StoreError, match="gc: unknown media type: application/vnd.oci.descriptor.v1"):
+    with pytest.raises(
+        StoreError, match="gc: unknown media type: application/vnd.oci.descriptor.v1"
+    ):
         store.gc()
 
 
@@ -143,10 +151,15 @@ def test_corrupt_ingest_leaves_nothing(tmp_path: Path) -> None:
 
 def test_names_tag_and_remove(tmp_path: Path) -> None:
     store = Store(tmp_path / "s").init()
-    cfg = store.write_blob(b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
-    doc = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-           "config": {"mediaType": mt.OCI_CONFIG, "digest": cfg, "size": store.blob_size(cfg)},
-           "layers": []}
+    cfg = store.write_blob(
+        b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    )
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": cfg, "size": store.blob_size(cfg)},
+        "layers": [],
+    }
     raw = oci.canonical_json(doc)
     digest = store.write_blob(raw)
     desc = oci.Descriptor(mt.OCI_MANIFEST, digest, len(raw))
@@ -154,7 +167,9 @@ def test_names_tag_and_remove(tmp_path: Path) -> None:
     store.set_ref("docker.io/library/a:latest", desc)
     store.set_ref("localhost:5000/b:1", desc)
     assert [d.ref_name for d in store.entries()] == [
-        "docker.io/library/a:latest", "localhost:5000/b:1"]
+        "docker.io/library/a:latest",
+        "localhost:5000/b:1",
+    ]
     assert store.find("a")[0] == "docker.io/library/a:latest"
     assert store.find(cfg[7:19])[1].digest == digest  # the image id, as docker shows it
     store.remove_ref("docker.io/library/a:latest")

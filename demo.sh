@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Install imgtool and show its main job, offline: a local registry (Debian's docker-registry)
+# seeded with images made from Debian's busybox-static, set up as the mirror of docker.io; then
+# pull, list, inspect, tag, push, remove and gc. Everything it makes lives in a temporary
+# directory that is removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./.ci/lib.sh
+
+install_debian docker-registry skopeo busybox-static ca-certificates curl
+install_imgtool
+
+work=$(mktemp -d /tmp/imgtool-demo.XXXXXX)
+registry_pid=""
+cleanup() {
+  [ -z "$registry_pid" ] || kill "$registry_pid" 2>/dev/null || true
+  [ -z "$registry_pid" ] || wait "$registry_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+export IMGTOOL_ROOT="$work/store"
+export PATH="$PWD/.venv/bin:$PATH"
+port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+host="127.0.0.1:$port"
+
+echo "== a local registry on $host"
+mkdir -p "$work/registry"
+cat > "$work/registry/config.yml" <<YAML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $work/registry/data}, delete: {enabled: true}}
+http: {addr: "$host", secret: demo}
+YAML
+docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do
+  curl -fsS "http://$host/v2/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+echo "== test images made from Debian's busybox-static, pushed with skopeo"
+.venv/bin/python fixtures/make_images.py busybox "$work/busybox" >/dev/null
+.venv/bin/python fixtures/make_images.py multiarch "$work/multiarch" >/dev/null
+skopeo copy --quiet "oci:$work/busybox:latest" "docker://$host/library/busybox:latest" --dest-tls-verify=false
+skopeo copy --quiet --all "oci:$work/multiarch:latest" "docker://$host/library/multi:latest" --dest-tls-verify=false
+
+echo "== docker.io is mirrored by the local registry (containers-registries.conf)"
+export CONTAINERS_REGISTRIES_CONF="$work/registries.conf"
+cat > "$CONTAINERS_REGISTRIES_CONF" <<TOML
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+[[registry.mirror]]
+location = "$host"
+TOML
+
+run() { echo; echo "\$ $*"; "$@"; }
+run imgtool pull busybox
+run imgtool pull --platform linux/arm64 multi
+run imgtool images
+run imgtool inspect busybox --config
+run imgtool tag busybox "$host/demo/busybox:1.0"
+run imgtool push "$host/demo/busybox:1.0"
+run imgtool rmi "$host/demo/busybox:1.0" multi
+run imgtool gc
+run imgtool images
+echo
+echo "demo done: the store was $IMGTOOL_ROOT (now removed)"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run imgtool's whole test suite on a Debian machine, installing what it needs first:
+# Debian's docker-registry, skopeo, oci-image-tool, umoci and busybox-static, and imgtool
+# itself with its test extra in ./.venv. Arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./.ci/lib.sh
+
+install_debian docker-registry skopeo oci-image-tool umoci busybox-static ca-certificates
+install_imgtool test
+
+echo "== ruff"
+.venv/bin/ruff check imgtool tests fixtures benchmarks
+.venv/bin/ruff format --check --quiet imgtool tests fixtures benchmarks
+echo "== pytest"
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
