@@ -10,24 +10,17 @@ PKG = Path(__file__).resolve().parents[1] / "imgtool"
 
 # floor of each top-level module or package of imgtool
 FLOORS = {
-    "errors": 0,
-    "digest": 0,
-    "reference": 0,
-    "mediatypes": 0,
-    "oci": 0,
-    "progress": 0,
-    "compression": 1,
-    "verify": 1,
-    "atomic": 1,
-    "store": 2,
-    "registry": 2,
-    "pull": 3,
-    "push": 3,
-    "inspect": 3,
-    "login": 3,
-    "cli": 4,
-    "__main__": 4,
-    "__init__": 0,
+    # L0 pure values
+    **dict.fromkeys(["errors", "digest", "reference", "mediatypes", "oci", "progress"], 0),
+    **dict.fromkeys(["whiteout", "__init__"], 0),
+    # L1 streams
+    **dict.fromkeys(["compression", "verify", "atomic"], 1),
+    # L2 mechanisms: disk, network, syscalls
+    **dict.fromkeys(["store", "registry", "layer", "sandbox", "containers"], 2),
+    # L3 engines
+    **dict.fromkeys(["pull", "push", "inspect", "login", "run"], 3),
+    # L4 the command line
+    **dict.fromkeys(["cli", "__main__"], 4),
 }
 
 # third-party package -> the modules (first path parts) allowed to import it

@@ -6,6 +6,7 @@ commands, so that starting imgtool costs only what the command needs.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -13,8 +14,36 @@ import click
 from imgtool import __version__
 from imgtool.errors import ImgtoolError
 
+# command -> the module that defines it; imported only when that command runs
+COMMANDS = {
+    "pull": "transfer",
+    "push": "transfer",
+    "images": "images",
+    "inspect": "images",
+    "tag": "images",
+    "rmi": "images",
+    "gc": "images",
+    "login": "login",
+    "logout": "login",
+    "run": "run",
+    "ps": "run",
+    "stop": "run",
+    "rm": "run",
+    "logs": "run",
+}
+
 
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        if name not in self.commands:
+            importlib.import_module(f"imgtool.cli.{COMMANDS[name]}")
+        return self.commands.get(name)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -45,6 +74,4 @@ def cli(ctx: click.Context, root: str | None) -> None:
 
 
 def main() -> None:
-    from imgtool.cli import images, login, transfer  # noqa: F401  (they register commands)
-
     cli(prog_name="imgtool")

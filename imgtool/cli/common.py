@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from imgtool.store import Store
+if TYPE_CHECKING:
+    from imgtool.store import Store
 
 
 def store_of(ctx: click.Context) -> Store:
+    from imgtool.store import Store
+
     root = ctx.find_root().obj.get("root")
     return Store(Path(root) if root else None)
 

@@ -1,0 +1,184 @@
+"""Container records on disk: `<store>/containers/<id>/` holds state.json, the overlay's upper
+and work dirs, the mount point, /etc/hosts and friends, and the log of a detached container.
+
+A record says "running" with the PID of the container's init and its start time (from
+/proc/<pid>/stat, so that a reused PID is not mistaken for it). A record whose process is gone
+without an exit status belongs to a killed imgtool: `reap_stale()` finishes its clean-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgtool.atomic import atomic_write
+from imgtool.errors import ImgtoolError
+from imgtool.sandbox import cgroups
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+class ContainerNotFound(ImgtoolError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no such container: {name}")
+
+
+@dataclass
+class Record:
+    id: str
+    name: str
+    image: str
+    image_digest: str
+    command: list[str]
+    created: float
+    status: str = "created"  # created | running | exited
+    pid: int = 0
+    pid_start: str = ""
+    monitor_pid: int = 0
+    exit_code: int | None = None
+    oom_killed: bool = False
+    finished: float | None = None
+    auto_remove: bool = False
+    detached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+def proc_start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def alive(pid: int, start: str) -> bool:
+    return bool(pid) and proc_start_time(pid) == start and start != ""
+
+
+class Containers:
+    def __init__(self, store_root: Path) -> None:
+        self.root = store_root / "containers"
+
+    def dir(self, cid: str) -> Path:
+        return self.root / cid
+
+    def create(
+        self,
+        name: str,
+        image: str,
+        image_digest: str,
+        command: list[str],
+        auto_remove: bool,
+        detached: bool,
+    ) -> Record:
+        self.root.mkdir(parents=True, exist_ok=True)
+        cid = secrets.token_hex(32)
+        if name:
+            if not NAME_RE.match(name):
+                raise ImgtoolError(
+                    f"invalid container name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"
+                )
+            if any(r.name == name for r in self.list()):
+                raise ImgtoolError(
+                    f"the container name {name!r} is already in use (imgtool rm it first)"
+                )
+        else:
+            name = f"imgtool_{cid[:8]}"
+        d = self.dir(cid)
+        for sub in ("upper", "work", "rootfs"):
+            (d / sub).mkdir(parents=True)
+        rec = Record(
+            cid,
+            name,
+            image,
+            image_digest,
+            command,
+            time.time(),
+            auto_remove=auto_remove,
+            detached=detached,
+        )
+        self.save(rec)
+        return rec
+
+    def save(self, rec: Record) -> None:
+        # a container's state does not outlive the machine: no fsync on the run path
+        atomic_write(
+            self.dir(rec.id) / "state.json", json.dumps(asdict(rec)).encode(), durable=False
+        )
+
+    def load(self, cid: str) -> Record:
+        try:
+            doc = json.loads((self.dir(cid) / "state.json").read_text())
+        except (OSError, ValueError):
+            raise ContainerNotFound(cid) from None
+        return Record(**doc)
+
+    def list(self) -> list[Record]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in self.root.iterdir():
+            with contextlib.suppress(ContainerNotFound, TypeError):
+                out.append(self.load(d.name))
+        return sorted(out, key=lambda r: r.created, reverse=True)
+
+    def find(self, key: str) -> Record:
+        recs = self.list()
+        for r in recs:
+            if r.name == key or r.id == key:
+                return r
+        hits = [r for r in recs if len(key) >= 3 and r.id.startswith(key)]
+        if len(hits) == 1:
+            return hits[0]
+        raise ContainerNotFound(key)
+
+    def is_running(self, rec: Record) -> bool:
+        return rec.status == "running" and alive(rec.pid, rec.pid_start)
+
+    def remove(self, rec: Record) -> None:
+        for d in cgroups.stale(set()):
+            if d.name == rec.id:
+                cgroups.remove_dir(d)
+        shutil.rmtree(self.dir(rec.id), ignore_errors=True)
+
+    def reap_stale(self) -> list[str]:
+        """Finish what a killed imgtool left: records of dead containers, their cgroups, and
+        the directories of --rm containers. Returns the ids cleaned."""
+        cleaned = []
+        live = set()
+        for rec in self.list():
+            if rec.status == "running" and not self.is_running(rec):
+                if rec.monitor_pid and alive(rec.monitor_pid, rec.extra.get("monitor_start", "")):
+                    live.add(rec.id)
+                    continue  # the monitor is about to record the exit
+                rec.status, rec.finished = "exited", time.time()
+                if rec.exit_code is None:
+                    rec.exit_code = 137
+                self.save(rec)
+                cleaned.append(rec.id)
+                if rec.auto_remove:
+                    self.remove(rec)
+                    continue
+            if rec.status == "created":
+                if time.time() - rec.created > 60:
+                    self.remove(rec)  # never started: a run that died before its container
+                    cleaned.append(rec.id)
+                else:
+                    live.add(rec.id)  # another imgtool is starting it right now
+                continue
+            if self.is_running(rec):
+                live.add(rec.id)
+        for d in cgroups.stale(live):
+            cgroups.remove_dir(d)
+        return cleaned

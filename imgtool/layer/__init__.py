@@ -1,0 +1,1 @@
+"""Layers: applying tars to directories safely (plain or overlay format)."""

@@ -1,0 +1,314 @@
+"""`imgtool run`: an image's config and the user's options become a SandboxSpec; the container
+is recorded, limited, run in the foreground or under a detached monitor, and cleaned up.
+
+The image config is applied as Docker does: Entrypoint and Cmd (and their overrides), Env,
+WorkingDir, User; the exit status is the command's (128+N for a signal, 137 for an OOM kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgtool import oci
+from imgtool.containers import Containers, Record, alive, proc_start_time
+from imgtool.errors import ImgtoolError, SandboxError
+from imgtool.layer.unpacked import LayerStore
+from imgtool.sandbox import runner
+from imgtool.sandbox.cgroups import Cgroup, Limits
+from imgtool.sandbox.spec import BindMount, SandboxSpec
+from imgtool.store import Store
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class RunOptions:
+    command: list[str] = field(default_factory=list)
+    entrypoint: str | None = None
+    env: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    hostname: str | None = None
+    name: str = ""
+    network: str = "none"
+    limits: Limits = field(default_factory=Limits)
+    rm: bool = False
+    detach: bool = False
+    tty: bool = False
+    interactive: bool = False
+    init: bool = False
+    read_only: bool = False
+    platform: oci.Platform | None = None
+
+
+class RunError(ImgtoolError):
+    """A failure of imgtool's own (docker's 125), or of the command (126, 127)."""
+
+    def __init__(self, message: str, status: int = runner.EXIT_SETUP_FAILED) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def argv_for(config: dict, opts: RunOptions) -> list[str]:
+    if opts.entrypoint is not None:
+        entry = [opts.entrypoint] if opts.entrypoint else []
+        cmd = list(opts.command)
+    else:
+        entry = list(config.get("Entrypoint") or [])
+        cmd = list(opts.command) or list(config.get("Cmd") or [])
+    argv = entry + cmd
+    if not argv:
+        raise RunError("no command specified: the image has no Entrypoint or Cmd; give one")
+    return argv
+
+
+def env_for(config: dict, opts: RunOptions, hostname: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in config.get("Env") or []:
+        k, _, v = item.partition("=")
+        env[k] = v
+    env.setdefault("PATH", DEFAULT_PATH)
+    env["HOSTNAME"] = hostname
+    if opts.tty:
+        env.setdefault("TERM", "xterm")
+    for item in opts.env:
+        k, eq, v = item.partition("=")
+        if not k:
+            raise RunError(f"invalid -e {item!r}: expected NAME=value")
+        if eq:
+            env[k] = v
+        elif k in os.environ:
+            env[k] = os.environ[k]  # `-e NAME` passes the host's value, as docker does
+    return env
+
+
+def parse_volume(text: str) -> BindMount:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise RunError(f"invalid -v {text!r}: expected /host/path:/container/path[:ro|rw]")
+    source, target = parts[0], parts[1]
+    if not source.startswith("/"):
+        raise RunError(
+            f"invalid -v {text!r}: named volumes are not supported; give an absolute host path"
+        )
+    if not os.path.exists(source):
+        raise RunError(f"invalid -v {text!r}: host path {source} does not exist")
+    if not target.startswith("/") or target == "/":
+        raise RunError(f"invalid -v {text!r}: the container path must be absolute, not /")
+    return BindMount(
+        os.path.realpath(source), os.path.normpath(target), len(parts) == 3 and parts[2] == "ro"
+    )
+
+
+def _etc_files(cdir: Path, hostname: str, network: str) -> dict[str, str]:
+    if network == "host":
+        hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
+        hostname = socket.gethostname()
+    else:
+        hosts = (
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{hostname}\n"
+        )
+    resolv = ""
+    with contextlib.suppress(OSError):
+        resolv = Path("/etc/resolv.conf").read_text()
+    files = {"hosts": hosts, "hostname": hostname + "\n", "resolv.conf": resolv}
+    out = {}
+    for name, text in files.items():
+        (cdir / name).write_text(text)
+        out[f"/etc/{name}"] = str(cdir / name)
+    return out
+
+
+def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, SandboxSpec]:
+    image = store.image(image_name, opts.platform)
+    config = dict(image.config.config)
+    argv = argv_for(config, opts)
+    mounts = [parse_volume(v) for v in opts.volumes]
+    if opts.network not in ("none", "host"):
+        raise RunError(f"unsupported network {opts.network!r}: use none or host")
+    if opts.detach and opts.tty:
+        raise RunError("-d with -t is not supported: attach is not implemented")
+    layers = LayerStore(store)
+    diff_ids = layers.unpack(image)
+    containers = Containers(store.root)
+    containers.reap_stale()
+    rec = containers.create(opts.name, image.name, image.digest, argv, opts.rm, opts.detach)
+    cdir = containers.dir(rec.id)
+    hostname = opts.hostname or rec.short_id
+    spec = SandboxSpec(
+        argv=argv,
+        lower_dirs=[f"l/{layers.short_name(d)}" for d in diff_ids],
+        layers_dir=str(layers.root),
+        upper_dir=str(cdir / "upper"),
+        work_dir=str(cdir / "work"),
+        rootfs=str(cdir / "rootfs"),
+        env=env_for(config, opts, hostname),
+        cwd=opts.workdir or config.get("WorkingDir") or "/",
+        user=opts.user if opts.user is not None else (config.get("User") or ""),
+        hostname=hostname,
+        network=opts.network,
+        mounts=mounts,
+        etc_files=_etc_files(cdir, hostname, opts.network),
+        limits=opts.limits,
+        tty=opts.tty,
+        stdin=opts.interactive or opts.tty,
+        init=opts.init,
+        readonly_rootfs=opts.read_only,
+    )
+    return rec, spec
+
+
+def execute(
+    store: Store, rec: Record, spec: SandboxSpec, started: callable | None = None
+) -> runner.Outcome:  # type: ignore[valid-type]
+    """Run a prepared container to its end, record how it ended, clean up."""
+    containers = Containers(store.root)
+    cgroup = Cgroup(rec.id, spec.limits)
+
+    def on_start(pid: int) -> None:
+        rec.status, rec.pid, rec.pid_start = "running", pid, proc_start_time(pid)
+        containers.save(rec)
+        if started:
+            started(pid)
+
+    try:
+        cgroup.create()
+        outcome = runner.run(spec, rec.id, on_start, cgroup)
+    except SandboxError as e:
+        rec.status, rec.exit_code, rec.finished = "exited", _status_of(e), time.time()
+        containers.save(rec)
+        raise _explain(e, spec) from None
+    finally:
+        cgroup.destroy()
+        if rec.auto_remove:
+            containers.remove(rec)
+    rec.status, rec.exit_code, rec.finished = "exited", outcome.status, time.time()
+    rec.oom_killed = outcome.oom_killed
+    if not rec.auto_remove:
+        containers.save(rec)
+    return outcome
+
+
+def _status_of(e: SandboxError) -> int:
+    if e.step == "exec":
+        return runner.EXIT_NOT_FOUND if e.errno == 2 else runner.EXIT_CANNOT_EXECUTE
+    return runner.EXIT_SETUP_FAILED
+
+
+def _explain(e: SandboxError, spec: SandboxSpec) -> RunError:
+    if e.step == "exec" and e.errno == 2:
+        return RunError(
+            f"exec: {spec.argv[0]!r}: executable file not found in $PATH (in the image)",
+            runner.EXIT_NOT_FOUND,
+        )
+    if e.step == "exec":
+        return RunError(
+            f"exec: {spec.argv[0]!r}: {os.strerror(e.errno)}", runner.EXIT_CANNOT_EXECUTE
+        )
+    if "overlay" in e.step and e.errno == 19:
+        return RunError("this kernel has no overlayfs (modprobe overlay)")
+    return RunError(f"container set-up failed: {e}")
+
+
+def start_detached(store: Store, rec: Record, spec: SandboxSpec) -> Record:
+    """Start under a monitor process that outlives this one, logs the output and records the
+    exit. Returns once the command has started (or raises why it did not)."""
+    r, w = os.pipe()
+    log = Containers(store.root).dir(rec.id) / "ctr.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        _monitor(store, rec, spec, w, log)
+    os.close(w)
+    msg = b""
+    while chunk := os.read(r, 4096):
+        msg += chunk
+    os.close(r)
+    os.waitpid(pid, 0)  # the first fork exits at once; the monitor is its child
+    if not msg.startswith(b"ok"):
+        text = msg.decode(errors="replace")
+        status = int(text.split(":", 1)[0]) if text[:3].isdigit() else runner.EXIT_SETUP_FAILED
+        raise RunError(text.split(":", 1)[-1] or "the container did not start", status)
+    return Containers(store.root).load(rec.id) if not rec.auto_remove else rec
+
+
+def _monitor(store: Store, rec: Record, spec: SandboxSpec, w: int, log: Path) -> None:
+    try:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(null)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        containers = Containers(store.root)
+        rec.monitor_pid = os.getpid()
+        rec.extra["monitor_start"] = proc_start_time(os.getpid())
+        containers.save(rec)
+
+        def started(_: int) -> None:
+            os.write(w, b"ok")
+            os.close(w)
+
+        try:
+            execute(store, rec, spec, started)
+        except RunError as e:
+            with contextlib.suppress(OSError):
+                os.write(w, f"{e.status}:{e}".encode())
+    except BaseException as e:  # noqa: BLE001
+        with contextlib.suppress(OSError):
+            os.write(w, f"125:{e}".encode())
+    os._exit(0)
+
+
+def stop(store: Store, key: str, timeout: float = 10.0) -> Record:
+    containers = Containers(store.root)
+    rec = containers.find(key)
+    if not containers.is_running(rec):
+        return rec
+    sig = signal.SIGTERM
+    with contextlib.suppress(ImgtoolError, KeyError, ValueError, AttributeError):
+        name = store.image(rec.image).config.config.get("StopSignal") or "SIGTERM"
+        sig = signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+    os.kill(rec.pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive(rec.pid, rec.pid_start):
+        time.sleep(0.05)
+    if alive(rec.pid, rec.pid_start):
+        os.kill(rec.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the monitor records the exit
+        rec = containers.load(rec.id) if containers.dir(rec.id).exists() else rec
+        if rec.status == "exited" or not containers.dir(rec.id).exists():
+            break
+        time.sleep(0.05)
+    return rec
+
+
+def remove(store: Store, key: str, force: bool = False) -> Record:
+    containers = Containers(store.root)
+    rec = containers.find(key)
+    if containers.is_running(rec):
+        if not force:
+            raise ImgtoolError(f"container {rec.name} is running: stop it first or use -f")
+        os.kill(rec.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and alive(rec.pid, rec.pid_start):
+            time.sleep(0.02)
+    containers.remove(rec)
+    return rec

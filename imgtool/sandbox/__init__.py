@@ -1,0 +1,1 @@
+"""The namespaced, cgroup-limited sandbox that `imgtool run` and the builder's RUN steps use."""

@@ -1,0 +1,164 @@
+"""The Linux system calls Python's os module lacks (3.11): mount, umount2, unshare, pivot_root,
+sethostname, prctl, capset. The one place that talks to libc through ctypes.
+
+Every failure raises SandboxError naming the call and the path, with errno.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fcntl
+import os
+import platform
+import socket
+import struct
+
+from imgtool.errors import SandboxError
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
+_libc.syscall.restype = ctypes.c_long
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MNT_DETACH = 2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "capset": 126},
+    "aarch64": {"pivot_root": 41, "capset": 91},
+    "riscv64": {"pivot_root": 41, "capset": 91},
+    "ppc64le": {"pivot_root": 203, "capset": 184},
+    "s390x": {"pivot_root": 217, "capset": 185},
+}
+
+
+def _fail(call: str, path: str = "") -> SandboxError:
+    return SandboxError(call, path, ctypes.get_errno())
+
+
+def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
+    if (
+        _libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        )
+        != 0
+    ):
+        raise _fail(f"mount {fstype or 'bind'} {source}", target)
+
+
+def umount(target: str, flags: int = 0) -> None:
+    if _libc.umount2(target.encode(), flags) != 0:
+        raise _fail("umount2", target)
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        raise _fail("unshare")
+
+
+def _syscall(name: str) -> int:
+    nr = _SYSCALLS.get(platform.machine(), {}).get(name)
+    if nr is None:
+        raise SandboxError(name, detail=f"unknown syscall number on {platform.machine()}")
+    return nr
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    if _libc.syscall(_syscall("pivot_root"), new_root.encode(), put_old.encode()) != 0:
+        raise _fail("pivot_root", new_root)
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    if _libc.sethostname(raw, len(raw)) != 0:
+        raise _fail("sethostname", name)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> None:
+    if _libc.prctl(option, arg2, arg3, arg4, arg5) != 0:
+        raise _fail(f"prctl({option})")
+
+
+def last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return 40
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set this thread's capability sets (64-bit masks), _LINUX_CAPABILITY_VERSION_3."""
+    header = struct.pack("Ii", 0x20080522, 0)
+    data = struct.pack(
+        "IIIIII",
+        effective & 0xFFFFFFFF,
+        permitted & 0xFFFFFFFF,
+        inheritable & 0xFFFFFFFF,
+        effective >> 32,
+        permitted >> 32,
+        inheritable >> 32,
+    )
+    hbuf = ctypes.create_string_buffer(header, len(header))
+    dbuf = ctypes.create_string_buffer(data, len(data))
+    if _libc.syscall(_syscall("capset"), hbuf, dbuf) != 0:
+        raise _fail("capset")
+
+
+def loopback_up() -> None:
+    """ip link set lo up, with the SIOCSIFFLAGS ioctl (no `ip` binary needed)."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s.fileno(), siocgifflags, ifreq))[1]
+        fcntl.ioctl(s.fileno(), siocsifflags, struct.pack("16sh14x", b"lo", flags | iff_up))
+
+
+def set_controlling_tty(fd: int) -> None:
+    import termios
+
+    os.setsid()
+    fcntl.ioctl(fd, termios.TIOCSCTTY, 0)

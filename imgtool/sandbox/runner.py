@@ -1,0 +1,294 @@
+"""The parent side of a sandbox: fork, cgroups, signals, the terminal, the exit status.
+
+    imgtool (P) --fork--> A: unshare(CLONE_NEWPID), fork --> B: PID 1 of the container
+                                                             set-up steps, then exec
+
+A exists so that the caller's own PID namespace for children is never changed (the builder
+runs many steps from one process). A moves B into the container's cgroup before B does
+anything, reports B's host PID and, at the end, B's wait status. Each of A and B dies with its
+parent (PR_SET_PDEATHSIG), so a SIGKILL of imgtool takes the container with it; the mount
+namespace, and with it the overlay mount, goes with the container's last process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import signal
+import struct
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from imgtool.errors import SandboxError
+from imgtool.sandbox import container, linux
+from imgtool.sandbox.cgroups import Cgroup
+from imgtool.sandbox.spec import SandboxSpec
+
+FORWARDED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+EXIT_SETUP_FAILED = 125
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int  # as docker reports it: the exit code, or 128 + the signal
+    signal: int = 0
+    oom_killed: bool = False
+
+
+def _report(fd: int, e: BaseException) -> int:
+    if isinstance(e, SandboxError):
+        msg = f"{e.step}\0{e.path}\0{e.errno}\0{e}"
+        code = EXIT_SETUP_FAILED
+        if e.step == "exec":
+            code = EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+    else:
+        msg = f"internal\0\0{getattr(e, 'errno', 0) or 0}\0{type(e).__name__}: {e}"
+        code = EXIT_SETUP_FAILED
+    with contextlib.suppress(OSError):
+        os.write(fd, msg.encode()[:4000])
+    return code
+
+
+def _container_main(spec: SandboxSpec, go_r: int, err_w: int, slave: int | None) -> None:
+    """B: wait to be put in the cgroup, set up, exec. Never returns."""
+    code = EXIT_SETUP_FAILED
+    try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.read(go_r, 1)
+        os.close(go_r)
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        if slave is not None:
+            linux.set_controlling_tty(slave)
+            for fd in (0, 1, 2):
+                os.dup2(slave, fd)
+            os.close(slave)
+        elif not spec.stdin:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+        container.unshare_namespaces(spec)
+        for step in container.SETUP_STEPS:
+            step(spec)
+        container.capabilities_and_user(spec)
+        container.chdir_workdir(spec)
+        path = container.find_executable(spec.argv[0], spec.env)
+        if spec.init:
+            pid = os.fork()
+            if pid == 0:
+                _exec(path, spec)
+            os.close(err_w)
+            container.run_init(pid)
+        _exec(path, spec)
+    except BaseException as e:  # noqa: BLE001 - whatever happens, report it and leave
+        code = _report(err_w, e)
+    os._exit(code)
+
+
+def _exec(path: str, spec: SandboxSpec) -> None:
+    try:
+        os.execve(path, spec.argv, spec.env)
+    except OSError as e:
+        raise SandboxError("exec", spec.argv[0], e.errno or 0) from None
+
+
+def _relay_main(
+    spec: SandboxSpec, cgroup: Cgroup | None, err_w: int, stat_w: int, slave: int | None
+) -> None:
+    """A: new PID namespace for its child, cgroup, then wait and report. Never returns."""
+    try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        linux.unshare(linux.CLONE_NEWPID)
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(go_w)
+            os.close(stat_w)
+            _container_main(spec, go_r, err_w, slave)
+        os.close(go_r)
+        os.close(err_w)
+        if slave is not None:
+            os.close(slave)
+        if cgroup is not None:
+            cgroup.add(pid)
+        os.write(stat_w, struct.pack("q", pid))
+        os.write(go_w, b"g")
+        os.close(go_w)
+        for sig in FORWARDED:  # P forwards to B itself; A just stays alive
+            signal.signal(sig, signal.SIG_IGN)
+        _, status = os.waitpid(pid, 0)
+        os.write(stat_w, struct.pack("q", status))
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001
+        _report(err_w, e)
+        os._exit(EXIT_SETUP_FAILED)
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        try:
+            chunk = os.read(fd, n - len(out))
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _decode_error(raw: bytes) -> SandboxError:
+    step, path, err, text = (raw.decode(errors="replace").split("\0") + ["", "", "0", ""])[:4]
+    e = SandboxError(step, path, int(err or 0))
+    e.args = (text,)
+    return e
+
+
+def run(
+    spec: SandboxSpec,
+    cid: str,
+    on_start: Callable[[int], None] | None = None,
+    cgroup: Cgroup | None = None,
+) -> Outcome:
+    """Run the sandbox to its end. Raises SandboxError when the set-up failed (exec failures
+    included: `.errno` ENOENT for a command not found)."""
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    stat_r, stat_w = os.pipe2(os.O_CLOEXEC)
+    master = slave = None
+    if spec.tty:
+        master, slave = os.openpty()
+        os.set_inheritable(slave, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    relay = os.fork()
+    if relay == 0:
+        os.close(err_r)
+        os.close(stat_r)
+        if master is not None:
+            os.close(master)
+        _relay_main(spec, cgroup, err_w, stat_w, slave)
+    os.close(err_w)
+    os.close(stat_w)
+    if slave is not None:
+        os.close(slave)
+    raw_pid = _read_exact(stat_r, 8)
+    pid = struct.unpack("q", raw_pid)[0] if len(raw_pid) == 8 else 0
+    forward = _Forwarder(pid)
+    try:
+        failure = _read_until_exec(err_r, master)
+        if failure:
+            os.waitpid(relay, 0)
+            raise _decode_error(failure)
+        if on_start and pid:
+            on_start(pid)
+        if master is not None:
+            _pump_terminal(master, pid)
+        os.waitpid(relay, 0)
+        raw = _read_exact(stat_r, 8)
+    finally:
+        forward.restore()
+        for fd in (err_r, stat_r, master):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+    if len(raw) != 8:
+        raise SandboxError("wait", detail="the container's monitor died")
+    status = struct.unpack("q", raw)[0]
+    oom = cgroup.oom_kills() > 0 if cgroup is not None else False
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return Outcome(128 + sig, sig, oom and sig == signal.SIGKILL)
+    return Outcome(os.WEXITSTATUS(status), 0, oom)
+
+
+def _read_until_exec(err_r: int, master: int | None) -> bytes:
+    """The error pipe closes on exec: EOF with nothing read means the command started.
+    A terminal's output is read meanwhile, so that a chatty set-up cannot block on it."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(err_r, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return out
+        out += chunk
+
+
+class _Forwarder:
+    """Signals sent to imgtool go to the container's PID 1, as with docker run."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.saved = {}
+        if pid:
+            for sig in FORWARDED:
+                self.saved[sig] = signal.signal(sig, self._forward)
+
+    def _forward(self, sig: int, _: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def restore(self) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _pump_terminal(master: int, pid: int) -> None:
+    """Copy between our terminal and the container's pty in raw mode; follow window size."""
+    import termios
+    import tty
+
+    stdin = sys.stdin.fileno()
+    stdout = sys.stdout.fileno()
+    interactive = os.isatty(stdin)
+    saved = termios.tcgetattr(stdin) if interactive else None
+
+    def resize(*_: object) -> None:
+        if interactive:
+            import fcntl
+
+            size = fcntl.ioctl(stdin, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+
+    resize()
+    old_winch = signal.signal(signal.SIGWINCH, resize)
+    try:
+        if interactive:
+            tty.setraw(stdin)
+        fds = [master, stdin]
+        while True:
+            try:
+                ready, _, _ = select.select(fds, [], [])
+            except InterruptedError:
+                continue
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the container's side is closed
+                    break
+                if not data:
+                    break
+                os.write(stdout, data)
+            if stdin in ready:
+                data = os.read(stdin, 65536)
+                if not data:
+                    fds.remove(stdin)
+                else:
+                    os.write(master, data)
+    finally:
+        signal.signal(signal.SIGWINCH, old_winch)
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
