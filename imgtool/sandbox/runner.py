@@ -79,6 +79,7 @@ def _container_main(spec: SandboxSpec, go_r: int, err_w: int, slave: int | None)
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
+        _close_fds_except({err_w})
         container.unshare_namespaces(spec)
         for step in container.SETUP_STEPS:
             step(spec)
@@ -97,6 +98,15 @@ def _container_main(spec: SandboxSpec, go_r: int, err_w: int, slave: int | None)
     os._exit(code)
 
 
+def _close_fds_except(keep: set[int]) -> None:
+    """Nothing of imgtool's may leak into the container (or keep a caller's pipe open)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def _exec(path: str, spec: SandboxSpec) -> None:
     try:
         os.execve(path, spec.argv, spec.env)
@@ -110,6 +120,7 @@ def _relay_main(
     """A: new PID namespace for its child, cgroup, then wait and report. Never returns."""
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _close_fds_except({err_w, stat_w} | ({slave} if slave is not None else set()))
         linux.unshare(linux.CLONE_NEWPID)
         go_r, go_w = os.pipe()
         pid = os.fork()

@@ -1,0 +1,305 @@
+"""`imgtool run` for real: namespaces, overlay, cgroups and capabilities, checked from inside the
+container, on images pulled from the test registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imgtool.sandbox import cgroups
+from imgtool.store import Store
+from tests.conftest import REPO, imgtool
+from tests.support.registry import Registry
+
+pytestmark = [
+    pytest.mark.registry,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (namespaces, mounts)"),
+    pytest.mark.skipif(
+        not Path("/proc/filesystems").exists()
+        or "overlay" not in Path("/proc/filesystems").read_text(),
+        reason="the kernel has no overlayfs",
+    ),
+]
+
+# Docker's default capability set, as /proc/self/status shows it
+DOCKER_DEFAULT_CAPS = 0xA80425FB
+
+
+@pytest.fixture
+def busybox(plain_registry: Registry, store: Store) -> str:
+    ref = f"{plain_registry.host}/library/busybox:latest"
+    r = imgtool("pull", "-q", ref)
+    assert r.code == 0, r.err
+    return ref
+
+
+def sh(image: str, script: str, *opts: str, timeout: float = 60):
+    return imgtool("run", "--rm", *opts, image, "sh", "-c", script, timeout=timeout)
+
+
+def test_pid1_hostname_user_env_workdir(busybox: str) -> None:
+    r = sh(
+        busybox,
+        'echo $$; hostname; id -u; echo "$A"; pwd; echo $HOME',
+        "--hostname",
+        "web",
+        "-e",
+        "A=b c",
+        "-w",
+        "/srv/app",
+        "-u",
+        "app",
+    )
+    assert r.code == 0, r.err
+    assert r.out.split("\n")[:6] == ["1", "web", "1000", "b c", "/srv/app", "/home/app"]
+
+
+def test_exit_statuses(busybox: str) -> None:
+    assert sh(busybox, "exit 3").code == 3
+    assert sh(busybox, "kill -TERM $$; sleep 1", "--init").code == 128 + signal.SIGTERM
+    r = imgtool("run", "--rm", busybox, "no-such-command")
+    assert r.code == 127 and "executable file not found" in r.err
+    r = imgtool("run", "--rm", busybox, "/etc/passwd")
+    assert r.code == 126
+    r = imgtool("run", "--rm", "never/pulled")
+    assert (
+        r.code == 125
+        and "docker.io/library/never/pulled" not in r.err
+        or "not in the store" in r.err
+    )
+
+
+def test_mounts_and_masked_paths(busybox: str) -> None:
+    r = sh(
+        busybox,
+        "cat /proc/mounts; echo ---; ls /dev; echo ---; cat /proc/keys | wc -c;"
+        " echo 1 > /proc/sys/kernel/ns_last_pid; echo rc=$?",
+    )
+    assert r.code == 0, r.err
+    mounts, devs, rest = r.out.split("---\n")
+    table = {line.split()[1]: line.split() for line in mounts.splitlines()}
+    assert table["/"][2] == "overlay"
+    assert table["/proc"][2] == "proc"
+    assert table["/sys"][2] == "sysfs" and "ro" in table["/sys"][3].split(",")
+    assert table["/dev"][2] == "tmpfs" and table["/dev/pts"][2] == "devpts"
+    assert table["/dev/shm"][2] == "tmpfs"
+    assert "ro" in table["/proc/sys"][3].split(",")
+    masked = [p for p in ("/proc/keys", "/proc/timer_list", "/proc/kcore") if os.path.exists(p)]
+    for path in ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", *masked):
+        assert path in table
+    for dev in ("null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx"):
+        assert dev in devs.split()
+    assert rest.splitlines()[0].strip() == "0"  # masked: /dev/null
+    assert "rc=1" in rest  # /proc/sys is read-only
+
+
+def test_capabilities_and_no_new_privs(busybox: str) -> None:
+    r = sh(busybox, "grep -E 'Cap(Eff|Prm|Bnd|Inh)|NoNewPrivs' /proc/self/status")
+    status = dict(line.split(":\t") for line in r.out.splitlines())
+    assert int(status["CapEff"], 16) == DOCKER_DEFAULT_CAPS
+    assert int(status["CapBnd"], 16) == DOCKER_DEFAULT_CAPS
+    assert int(status["CapInh"], 16) == 0
+    assert status["NoNewPrivs"] == "1"
+    r = sh(busybox, "grep CapEff /proc/self/status", "-u", "1000")
+    assert int(r.out.split()[1], 16) == 0
+    r = sh(busybox, "mount -t tmpfs none /mnt; echo rc=$?")
+    assert "rc=0" not in r.out  # no CAP_SYS_ADMIN
+
+
+def test_network_none_and_host(busybox: str) -> None:
+    r = sh(busybox, "ls /sys/class/net")
+    assert r.out.split() == ["lo"]
+    r = sh(busybox, "cat /proc/net/dev | tail -n +3 | cut -d: -f1", "--network", "host")
+    assert len(r.out.split()) >= 2  # the host's interfaces
+    r = sh(busybox, "hostname", "--network", "host")
+    assert r.out.strip() == os.uname().nodename
+
+
+def test_copy_up_never_changes_a_layer(busybox: str, store: Store) -> None:
+    assert sh(busybox, "true").code == 0  # the layers are unpacked by the first run
+    layers = store.root / "layers" / "sha256"
+    before = _tree(layers)
+    assert len(before) > 100
+    r = sh(
+        busybox,
+        "echo new > /bin/busybox.txt; rm /etc/passwd; echo x >> /etc/group;"
+        " chmod 700 /bin; touch /bin/sh; rm -rf /usr",
+    )
+    assert r.code == 0, r.err
+    assert _tree(layers) == before
+    # a second container sees none of that
+    r = sh(busybox, "cat /etc/passwd | head -1; ls /usr | head -1; cat /etc/group | tail -1")
+    assert r.out.splitlines()[0].startswith("root:")
+    assert "x" not in r.out.splitlines()[-1:]
+
+
+def _tree(root: Path) -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            data = b""
+            if os.path.isfile(p) and not os.path.islink(p):
+                data = Path(p).read_bytes()
+            out[p] = (st.st_mode, st.st_uid, st.st_mtime_ns, st.st_size, hash(data))
+    return out
+
+
+def test_volume_bind_and_read_only(busybox: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("from host")
+    r = sh(busybox, "cat /data/in.txt; echo out > /data/out.txt", "-v", f"{data}:/data")
+    assert r.code == 0 and "from host" in r.out
+    assert (data / "out.txt").read_text() == "out\n"
+    r = sh(busybox, "echo no > /data/x; echo rc=$?", "-v", f"{data}:/data:ro")
+    assert "rc=1" in r.out and not (data / "x").exists()
+    r = sh(busybox, "true", "-v", "/no/such/dir:/data")
+    assert r.code == 125 and "/no/such/dir does not exist" in r.err
+
+
+def test_memory_limit_oom_kills_inside_the_cgroup(busybox: str) -> None:
+    r = sh(busybox, 'x=a; while true; do x="$x$x"; done', "-m", "32m")
+    assert r.code == 137
+    assert "out of memory" in r.err
+    assert sh(busybox, "echo alive").out.strip() == "alive"  # the host is fine
+
+
+def test_pids_limit_stops_a_fork_bomb(busybox: str) -> None:
+    # a subshell forks until the limit stops it; the count uses no fork (builtins and a glob)
+    r = sh(
+        busybox,
+        "(i=0; while [ $i -lt 100 ]; do sleep 3 & i=$((i+1)); done) 2>/dev/null;"
+        " n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n",
+        "--pids-limit",
+        "20",
+    )
+    assert r.code == 0, r.err
+    assert 10 < int(r.out.split()[-1]) <= 20
+
+
+def test_cpu_limit_is_written(busybox: str) -> None:
+    # the cgroup exists only while the container runs: look from a detached container
+    r = imgtool("run", "-d", "--cpus", "0.5", "-m", "64m", busybox, "sleep", "30")
+    assert r.code == 0, r.err
+    cid = r.out.strip()
+    try:
+        if cgroups.version() == 2:
+            d = cgroups.CGROUP_ROOT / "imgtool" / cid
+            assert (d / "cpu.max").read_text().split() == ["50000", "100000"]
+            assert int((d / "memory.max").read_text()) == 64 << 20
+        else:
+            cpu = next(
+                p
+                for p in (cgroups.CGROUP_ROOT / "cpu", cgroups.CGROUP_ROOT / "cpu,cpuacct")
+                if p.is_dir()
+            )
+            assert (cpu / "imgtool" / cid / "cpu.cfs_quota_us").read_text().strip() == "50000"
+            mem = cgroups.CGROUP_ROOT / "memory" / "imgtool" / cid
+            assert int((mem / "memory.limit_in_bytes").read_text()) == 64 << 20
+    finally:
+        assert imgtool("rm", "-f", cid).code == 0
+
+
+def test_init_reaps_zombies(busybox: str) -> None:
+    # the orphaned children of a short-lived shell are re-parented to PID 1 and must be reaped
+    script = "sh -c 'sleep 0.1 & sleep 0.1 & exit 0'; sleep 0.5; ps -o stat,comm | grep -c '^Z'"
+    r = sh(busybox, script, "--init")
+    assert r.code == 1 and r.out.strip() == "0"  # grep -c found no zombie
+
+
+def test_signals_reach_the_container(busybox: str) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imgtool",
+            "run",
+            "--rm",
+            busybox,
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 42' TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 42 and "got TERM" in out
+
+
+def test_detached_ps_logs_stop_rm(busybox: str, store: Store) -> None:
+    r = imgtool(
+        "run",
+        "-d",
+        "--name",
+        "web1",
+        busybox,
+        "sh",
+        "-c",
+        "echo hello; trap 'exit 7' TERM; while true; do sleep 0.1; done",
+    )
+    assert r.code == 0, r.err
+    cid = r.out.strip()
+    r = imgtool("ps")
+    assert "web1" in r.out and "Up" in r.out
+    time.sleep(0.3)
+    assert imgtool("logs", "web1").out == "hello\n"
+    r = imgtool("run", "-d", "--name", "web1", busybox, "true")
+    assert r.code == 125 and "already in use" in r.err
+    r = imgtool("rm", "web1")
+    assert r.code == 1 and "is running" in r.err
+    assert imgtool("stop", "web1").code == 0
+    r = imgtool("ps", "-a")
+    assert "Exited (7)" in r.out
+    assert imgtool("rm", "web1").code == 0
+    assert not (store.root / "containers" / cid).exists()
+    assert imgtool("ps", "-a").out.count("\n") == 1
+
+
+def test_nothing_left_after_runs_and_after_sigkill(busybox: str, store: Store) -> None:
+    assert sh(busybox, "true").code == 0
+    assert list((store.root / "containers").iterdir()) == []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgtool", "run", "--rm", busybox, "sleep", "60"], cwd=REPO
+    )
+    deadline = time.monotonic() + 20
+    state = None
+    while time.monotonic() < deadline:
+        states = list((store.root / "containers").glob("*/state.json"))
+        if states and json.loads(states[0].read_text())["status"] == "running":
+            state = json.loads(states[0].read_text())
+            break
+        time.sleep(0.05)
+    assert state is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{state['pid']}"):
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{state['pid']}")  # the container died with imgtool
+    assert imgtool("ps", "-a").code == 0  # the next command cleans up
+    assert list((store.root / "containers").iterdir()) == []
+    assert not [d for d in cgroups.stale(set()) if d.name == state["id"]]
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert state["id"] not in mounts
+
+
+def test_terminal(busybox: str) -> None:
+    # -t gives the container a real pty: a terminal on stdin, and the size follows ours
+    r = imgtool("run", "--rm", "-t", busybox, "sh", "-c", "test -t 0 && echo tty; stty size")
+    assert r.code == 0, r.err
+    assert "tty" in r.out
