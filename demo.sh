@@ -62,6 +62,15 @@ run imgtool images
 run imgtool inspect busybox --config
 run imgtool tag busybox "$host/demo/busybox:1.0"
 run imgtool push "$host/demo/busybox:1.0"
+if [ "$(id -u)" -eq 0 ]; then
+  run imgtool run --rm busybox sh -c 'echo "hello from $(hostname), PID $$"; id; ls /'
+  run imgtool run --rm -m 64m --pids-limit 50 -e GREETING=hi -w /srv -u app busybox \
+    sh -c 'echo "$GREETING from $(pwd) as $(id -un)"'
+  run imgtool run -d --name demo-sleeper busybox sleep 30
+  run imgtool ps
+  run imgtool stop -t 1 demo-sleeper
+  run imgtool rm demo-sleeper
+fi
 run imgtool rmi "$host/demo/busybox:1.0" multi
 run imgtool gc
 run imgtool images

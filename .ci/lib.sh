@@ -26,4 +26,7 @@ install_imgtool() {
   fi
   echo "== installing imgtool into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra:+[$extra]}"
+  # byte-compile now: an editable install does not, and with PYTHONDONTWRITEBYTECODE set
+  # every start would compile imgtool again (it costs `imgtool run` a third of its time)
+  .venv/bin/python -m compileall -q imgtool
 }

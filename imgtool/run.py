@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -111,7 +110,7 @@ def parse_volume(text: str) -> BindMount:
 def _etc_files(cdir: Path, hostname: str, network: str) -> dict[str, str]:
     if network == "host":
         hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
-        hostname = socket.gethostname()
+        hostname = os.uname().nodename
     else:
         hosts = (
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -142,6 +141,8 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
     containers = Containers(store.root)
     containers.reap_stale()
     rec = containers.create(opts.name, image.name, image.digest, argv, opts.rm, opts.detach)
+    rec.extra["layers"] = diff_ids  # gc keeps what a container stands on
+    containers.save(rec)
     cdir = containers.dir(rec.id)
     hostname = opts.hostname or rec.short_id
     spec = SandboxSpec(

@@ -18,7 +18,7 @@ FLOORS = {
     # L2 mechanisms: disk, network, syscalls
     **dict.fromkeys(["store", "registry", "layer", "sandbox", "containers"], 2),
     # L3 engines
-    **dict.fromkeys(["pull", "push", "inspect", "login", "run"], 3),
+    **dict.fromkeys(["pull", "push", "inspect", "login", "run", "cleanup"], 3),
     # L4 the command line
     **dict.fromkeys(["cli", "__main__"], 4),
 }

@@ -23,6 +23,7 @@ COMMANDS = {
     "tag": "images",
     "rmi": "images",
     "gc": "images",
+    "unpack": "images",
     "login": "login",
     "logout": "login",
     "run": "run",

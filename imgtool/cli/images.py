@@ -95,9 +95,37 @@ def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
 @click.pass_context
 def gc(ctx: click.Context, dry_run: bool) -> None:
     """Remove every blob no image name reaches."""
-    removed = store_of(ctx).gc(dry_run=dry_run)
+    from imgtool.cleanup import gc as do_gc
+
+    result = do_gc(store_of(ctx), dry_run=dry_run)
     verb = "Would remove" if dry_run else "Removed"
-    total = sum(size for _, size in removed)
-    for digest, size in removed:
+    total = sum(size for _, size in result.blobs)
+    for digest, size in result.blobs:
         click.echo(f"{verb} {digest} ({human_size(size)})")
-    click.echo(f"{verb} {len(removed)} blobs, {human_size(total)}")
+    for diff_id in result.layers:
+        click.echo(f"{verb} unpacked layer {diff_id}")
+    click.echo(
+        f"{verb} {len(result.blobs)} blobs, {human_size(total)}; "
+        f"{len(result.layers)} unpacked layers"
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--platform", help="For an index: which platform's image.")
+@click.pass_context
+def unpack(ctx: click.Context, name: str, dest: str, platform: str | None) -> None:
+    """Write the image's filesystem (every layer applied) to DEST."""
+    from pathlib import Path
+
+    from imgtool import oci
+    from imgtool.layer.unpacked import LayerStore
+
+    store = store_of(ctx)
+    img = store.image(name, oci.Platform.parse(platform) if platform else None)
+    target = Path(dest)
+    if target.exists() and any(target.iterdir()):
+        raise click.UsageError(f"{dest} exists and is not empty")
+    LayerStore(store).export_rootfs(img, target)
+    click.echo(dest)

@@ -268,7 +268,7 @@ class _Applier:
                 self._setxattr(dest, key[len(XATTR_PREFIX) :], value, m.name)
         if not is_link:
             os.chmod(dest, stat.S_IMODE(m.mode))  # after chown, which clears setuid bits
-        mtime_ns = int(float(m.mtime) * 1e9) if m.mtime else 0
+        mtime_ns = mtime_ns_of(m)
         if m.isdir():
             self.l.dir_times.append((dest, mtime_ns))
         else:
@@ -285,6 +285,18 @@ class _Applier:
             ):
                 return  # user.* xattrs are not allowed on symlinks and devices
             raise LayerError(f"cannot set xattr {key}: {e.strerror}", member) from None
+
+
+def mtime_ns_of(m: tarfile.TarInfo) -> int:
+    """The member's mtime in nanoseconds, exactly: tarfile gives PAX times as floats, which
+    lose the last digits of a nanosecond time."""
+    text = m.pax_headers.get("mtime")
+    if text:
+        sign = -1 if text.startswith("-") else 1
+        whole, _, frac = text.lstrip("-").partition(".")
+        with contextlib.suppress(ValueError):
+            return sign * (int(whole or 0) * 1_000_000_000 + int((frac + "0" * 9)[:9]))
+    return int(m.mtime) * 1_000_000_000 if m.mtime else 0
 
 
 def apply_layer(src: BinaryIO, root: Path | str, fmt: Format = "plain") -> ApplyStats:

@@ -19,10 +19,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtool import compression
 from imgtool import mediatypes as mt
 from imgtool.errors import ImgtoolError, LayerError
-from imgtool.layer.apply import apply_layer
 from imgtool.store import Store, StoredImage
 from imgtool.verify import VerifyingReader
 
@@ -75,25 +73,40 @@ class LayerStore:
                     self._unpack_one(desc.digest, desc.size, desc.media_type, diff_id)
         return diff_ids
 
+    def _apply_blob(
+        self, digest: str, size: int, media_type: str, diff_id: str, dest: Path, fmt: str
+    ) -> None:
+        """Apply one layer blob to `dest`, checking its digest and its diff_id."""
+        from imgtool import compression  # zstandard: only when a layer is unpacked
+        from imgtool.layer.apply import apply_layer
+
+        kind = mt.layer_compression(media_type)
+        with self.store.open_blob(digest) as blob:
+            packed = VerifyingReader(blob, digest, size, f"layer {digest}")
+            codec = None if kind == "unknown" else kind
+            plain = VerifyingReader(
+                compression.open_decompressed(packed, codec),  # type: ignore[arg-type]
+                diff_id,
+                None,
+                f"layer {digest} (uncompressed, diff_id)",
+            )
+            apply_layer(plain, dest, fmt)  # type: ignore[arg-type]
+            plain.drain()  # tar writers leave padding after the end-of-archive blocks
+            packed.drain()
+
+    def export_rootfs(self, image: StoredImage, dest: Path) -> None:
+        """Apply every layer, in order, to one directory (what `umoci unpack` makes)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for desc, diff_id in zip(image.manifest.layers, image.config.diff_ids, strict=True):
+            self._apply_blob(desc.digest, desc.size, desc.media_type, diff_id, dest, "plain")
+
     def _unpack_one(self, digest: str, size: int, media_type: str, diff_id: str) -> None:
         tmp = self.root / "tmp" / f"{self.short_name(diff_id)}.{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
         (tmp / "diff").mkdir(parents=True)
-        kind = mt.layer_compression(media_type)
         try:
-            with self.store.open_blob(digest) as blob:
-                packed = VerifyingReader(blob, digest, size, f"layer {digest}")
-                codec = None if kind == "unknown" else kind
-                plain = VerifyingReader(
-                    compression.open_decompressed(packed, codec),  # type: ignore[arg-type]
-                    diff_id,
-                    None,
-                    f"layer {digest} (uncompressed, diff_id)",
-                )
-                apply_layer(plain, tmp / "diff", "overlay")  # type: ignore[arg-type]
-                plain.drain()  # tar writers leave padding after the end-of-archive blocks
-                packed.drain()
+            self._apply_blob(digest, size, media_type, diff_id, tmp / "diff", "overlay")
             final = self.path(diff_id)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, final)

@@ -262,8 +262,11 @@ def chdir_workdir(spec: SandboxSpec) -> None:
     _guard("chdir", spec.cwd, lambda: os.chdir(spec.cwd))
 
 
+# The order matters: mounts before pivot_root, the network while host modules can still be
+# imported, masks after /proc exists in the new root, the user switch last (runner).
 SETUP_STEPS: tuple[Callable[[SandboxSpec], None], ...] = (
     private_mounts,
+    network,
     mount_rootfs,
     mount_kernel_filesystems,
     mount_etc_files,
@@ -271,7 +274,6 @@ SETUP_STEPS: tuple[Callable[[SandboxSpec], None], ...] = (
     enter_rootfs,
     mask_paths,
     set_hostname,
-    network,
     workdir,
 )
 

@@ -10,8 +10,6 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
-import platform
-import socket
 import struct
 
 from imgtool.errors import SandboxError
@@ -100,9 +98,10 @@ def unshare(flags: int) -> None:
 
 
 def _syscall(name: str) -> int:
-    nr = _SYSCALLS.get(platform.machine(), {}).get(name)
+    machine = os.uname().machine
+    nr = _SYSCALLS.get(machine, {}).get(name)
     if nr is None:
-        raise SandboxError(name, detail=f"unknown syscall number on {platform.machine()}")
+        raise SandboxError(name, detail=f"unknown syscall number on {machine}")
     return nr
 
 
@@ -150,6 +149,8 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 
 def loopback_up() -> None:
     """ip link set lo up, with the SIOCSIFFLAGS ioctl (no `ip` binary needed)."""
+    import socket
+
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifreq = struct.pack("16sh14x", b"lo", 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import select
 import signal
@@ -183,8 +184,11 @@ def run(
         os.set_inheritable(slave, True)
     sys.stdout.flush()
     sys.stderr.flush()
+    # the children never collect: a collection would touch, and so copy, the whole heap
+    gc.freeze()
     relay = os.fork()
     if relay == 0:
+        gc.disable()
         os.close(err_r)
         os.close(stat_r)
         if master is not None:

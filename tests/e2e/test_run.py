@@ -303,3 +303,32 @@ def test_terminal(busybox: str) -> None:
     r = imgtool("run", "--rm", "-t", busybox, "sh", "-c", "test -t 0 && echo tty; stty size")
     assert r.code == 0, r.err
     assert "tty" in r.out
+
+
+def test_many_layers_still_mount(tmp_path: Path) -> None:
+    """120 layers: more than an overlay option string can name with full paths."""
+    from fixtures import make_images
+
+    root = make_images.make_many_layers(tmp_path / "store", 120)
+    r = imgtool(
+        "--root",
+        str(root),
+        "run",
+        "--rm",
+        "latest",
+        "sh",
+        "-c",
+        "ls /layers | wc -l; cat /layers/0118",
+    )
+    assert r.code == 0, r.err
+    assert r.out.split() == ["119", "118"]
+
+
+def test_gc_removes_unpacked_layers_no_image_uses(busybox: str, store: Store) -> None:
+    assert sh(busybox, "true").code == 0
+    assert len(list((store.root / "layers" / "sha256").iterdir())) == 1
+    assert "0 unpacked layers" in imgtool("gc").out  # still used by the image
+    assert imgtool("rmi", busybox).code == 0
+    r = imgtool("gc")
+    assert r.code == 0 and "1 unpacked layers" in r.out
+    assert list((store.root / "layers" / "sha256").iterdir()) == []
