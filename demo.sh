@@ -55,7 +55,7 @@ location = "docker.io"
 location = "$host"
 TOML
 
-run() { echo; echo "\$ $*"; "$@"; }
+run() { echo; printf '$'; printf ' %q' "$@"; echo; "$@"; }
 run imgtool pull busybox
 run imgtool pull --platform linux/arm64 multi
 run imgtool images
