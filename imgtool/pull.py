@@ -224,3 +224,45 @@ def _platform_matches(have: oci.Platform, want: oci.Platform) -> bool:
     return (h.os, h.architecture) == (w.os, w.architecture) and (
         not w.variant or h.variant == w.variant
     )
+
+
+def resolve_remote(
+    text: str, platform: oci.Platform | None = None, insecure: bool = False
+) -> tuple[Reference, oci.Manifest, bytes]:
+    """The manifest (for the platform) and the config of a registry image, verified, without
+    fetching a layer or writing to the store: for `layers --remote` and the like."""
+    conf = regconf.load()
+    ref = conf.resolve(text)
+    pool = ClientPool(TransportOptions(insecure=insecure))
+    last: ImgtoolError | None = None
+    for ep in conf.endpoints(ref, insecure):
+        client = pool.get(ep.host, ep.insecure)
+        try:
+            got = client.get_manifest(ep.repository, ref.identifier)
+            if ref.digest and got.digest != ref.digest:
+                raise DigestMismatch(f"manifest {ref}", ref.digest, got.digest, len(got.raw))
+            top = oci.parse_manifest_or_index(got.raw, got.media_type)
+            if isinstance(top, oci.Index):
+                child = oci.select_platform(top, platform or oci.Platform.host())
+                got = client.get_manifest(ep.repository, child.digest)
+                if got.digest != child.digest:
+                    raise DigestMismatch(f"manifest {child.digest}", child.digest, got.digest)
+                top = oci.parse_manifest_or_index(got.raw, got.media_type)
+            if not isinstance(top, oci.Manifest):
+                raise SpecError(f"{ref}: an index inside an index is not supported")
+            resp = client.request(
+                "GET",
+                f"/v2/{ep.repository}/blobs/{top.config.digest}",
+                [f"repository:{ep.repository}:pull"],
+            )
+            raw = resp.content
+            from imgtool.digest import Digest
+
+            if str(Digest.of(raw)) != top.config.digest:
+                raise DigestMismatch(f"config of {ref}", top.config.digest, str(Digest.of(raw)))
+            return ref, top, raw
+        except (RegistryError, DigestMismatch) as e:
+            if not ep.mirror:
+                raise _with_reference(_most_telling(e, [last] if last else []), ref) from None
+            last = e
+    raise AssertionError("the registry itself is always the last endpoint")

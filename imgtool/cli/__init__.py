@@ -31,6 +31,9 @@ COMMANDS = {
     "stop": "run",
     "rm": "run",
     "logs": "run",
+    "layers": "size",
+    "diff": "size",
+    "check": "size",
 }
 
 
