@@ -71,6 +71,26 @@ if [ "$(id -u)" -eq 0 ]; then
   run imgtool stop -t 1 demo-sleeper
   run imgtool rm demo-sleeper
 fi
+echo
+echo "== layer sizes in CI: an image that grew and left waste behind"
+.venv/bin/python fixtures/make_images.py busybox "$work/busybox" >/dev/null
+.venv/bin/python - "$work" <<'PY'
+import sys
+from pathlib import Path
+from fixtures import make_images
+work = Path(sys.argv[1])
+make_images.make_sized(work / "app-1.0")
+make_images.make_sized(work / "app-1.1", grown=True)
+PY
+run imgtool layers busybox
+run imgtool layers --remote "$host/library/busybox"
+run imgtool layers "oci:$work/app-1.1" --top 3
+run imgtool diff "oci:$work/app-1.0" "oci:$work/app-1.1"
+run imgtool check "oci:$work/app-1.1" --max-size 100kB --max-growth 50% --baseline "oci:$work/app-1.0"
+set +e
+run imgtool check "oci:$work/app-1.1" --max-wasted 5kB --forbid '**/.git' --markdown -
+echo "(exit status $?: a rule failed)"
+set -e
 run imgtool rmi "$host/demo/busybox:1.0" multi
 run imgtool gc
 run imgtool images
