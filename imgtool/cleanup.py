@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imgtool import oci
 from imgtool.containers import Containers
 from imgtool.errors import ImgtoolError
 from imgtool.layer.unpacked import LayerStore
@@ -24,17 +23,11 @@ def used_diff_ids(store: Store) -> set[str]:
             top = store.manifest(d)
         except ImgtoolError:
             continue
-        children = (
-            [top]
-            if isinstance(top, oci.Manifest)
-            else [store.manifest(c) for c in top.manifests if store.has_blob(c.digest)]
-        )
-        for m in children:
-            if isinstance(m, oci.Manifest):
-                try:
-                    keep.update(store.config(m).diff_ids)
-                except ImgtoolError:
-                    continue
+        for m in store.platform_manifests(top):
+            try:
+                keep.update(store.config(m).diff_ids)
+            except ImgtoolError:
+                continue
     for rec in Containers(store.root).list():
         keep.update(rec.extra.get("layers", []))
     return keep

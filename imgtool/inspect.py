@@ -58,24 +58,12 @@ def _ago(created: str | None) -> str:
     return "just now" if secs < 120 else "a few minutes ago"
 
 
-def _manifests(store: Store, top: oci.Manifest | oci.Index) -> list[oci.Manifest]:
-    if isinstance(top, oci.Manifest):
-        return [top]
-    out = []
-    for c in top.manifests:
-        if store.has_blob(c.digest):
-            m = store.manifest(c)
-            if isinstance(m, oci.Manifest):
-                out.append(m)
-    return out
-
-
 def list_images(store: Store) -> list[ImageRow]:
     rows = []
     for d in store.entries():
         try:
             top = store.manifest(d)
-            manifests = _manifests(store, top)
+            manifests = store.platform_manifests(top)
             configs = [store.config(m) for m in manifests]
         except ImgtoolError:
             continue  # not an image (an artifact, a broken entry): `inspect` says why

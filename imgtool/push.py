@@ -136,18 +136,7 @@ def _mount_sources(store: Store, dest: Reference) -> dict[str, list[str]]:
             top = store.manifest(d)
         except ImgtoolError:
             continue
-        manifests = (
-            [top]
-            if isinstance(top, oci.Manifest)
-            else [
-                m
-                for c in top.manifests
-                if store.has_blob(c.digest)
-                for m in [store.manifest(c)]
-                if isinstance(m, oci.Manifest)
-            ]
-        )
-        for m in manifests:
+        for m in store.platform_manifests(top):
             for b in m.blobs():
                 repos = sources.setdefault(b.digest, [])
                 if ref.repository not in repos:

@@ -373,6 +373,18 @@ class Store:
             raise SpecError(f"{desc.digest} has media type {media_type!r}, not a manifest or index")
         return oci.parse_manifest_or_index(raw, media_type)
 
+    def platform_manifests(self, top: oci.Manifest | oci.Index) -> list[oci.Manifest]:
+        """The image manifests of a top manifest or index that are in the store."""
+        if isinstance(top, oci.Manifest):
+            return [top]
+        out = []
+        for c in top.manifests:
+            if c.media_type in mt.MANIFEST_TYPES and self.has_blob(c.digest):
+                m = self.manifest(c)
+                if isinstance(m, oci.Manifest):
+                    out.append(m)
+        return out
+
     def config(self, manifest: oci.Manifest) -> oci.ImageConfig:
         return oci.ImageConfig.from_json(self.read_blob(manifest.config.digest))
 
