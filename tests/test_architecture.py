@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "imgtool"
 FLOORS = {
     # L0 pure values
     **dict.fromkeys(["errors", "digest", "reference", "mediatypes", "oci", "progress"], 0),
-    **dict.fromkeys(["whiteout", "filetree", "__init__"], 0),
+    **dict.fromkeys(["whiteout", "filetree", "containerfile", "__init__"], 0),
     # L1 streams
     **dict.fromkeys(["compression", "verify", "atomic"], 1),
     # L2 mechanisms: disk, network, syscalls
