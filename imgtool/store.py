@@ -320,6 +320,15 @@ class Store:
             manifests.append(new)
             self._write_index(manifests)
 
+    def add_unnamed(self, desc: oci.Descriptor) -> None:
+        """List an image in index.json without a name (docker's <none>), once."""
+        self.init()
+        with _flock(self.root / "locks" / "index.lock", exclusive=True):
+            manifests = self._read_index()
+            if not any(d.digest == desc.digest and not d.ref_name for d in manifests):
+                manifests.append(desc)
+                self._write_index(manifests)
+
     def remove_ref(self, name: str) -> oci.Descriptor:
         self.init()
         with _flock(self.root / "locks" / "index.lock", exclusive=True):

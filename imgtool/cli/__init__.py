@@ -34,6 +34,7 @@ COMMANDS = {
     "layers": "size",
     "diff": "size",
     "check": "size",
+    "build": "build",
 }
 
 

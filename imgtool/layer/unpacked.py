@@ -65,13 +65,22 @@ class LayerStore:
                 f"{image.name}: the config names {len(diff_ids)} layers, the manifest "
                 f"{len(manifest.layers)}"
             )
-        for desc, diff_id in zip(manifest.layers, diff_ids, strict=True):
+        self.unpack_layers(
+            [
+                (d.digest, d.size, d.media_type, diff_id)
+                for d, diff_id in zip(manifest.layers, diff_ids, strict=True)
+            ]
+        )
+        return diff_ids
+
+    def unpack_layers(self, layers: list[tuple[str, int, str, str]]) -> None:
+        """Unpack (blob digest, size, media type, diff_id) layers not unpacked yet."""
+        for digest, size, media_type, diff_id in layers:
             if self.has(diff_id):
                 continue
             with self._lock(diff_id):
                 if not self.has(diff_id):
-                    self._unpack_one(desc.digest, desc.size, desc.media_type, diff_id)
-        return diff_ids
+                    self._unpack_one(digest, size, media_type, diff_id)
 
     def _apply_blob(
         self, digest: str, size: int, media_type: str, diff_id: str, dest: Path, fmt: str

@@ -1,0 +1,111 @@
+"""`imgtool build`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from imgtool.cli import cli
+from imgtool.cli.common import store_of
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, eq, val = v.partition("=")
+        if not k:
+            raise click.BadParameter(f"{v!r}: expected KEY=VALUE", param_hint=what)
+        if not eq:
+            import os
+
+            val = os.environ.get(k, "")  # --build-arg NAME takes the host's value
+        out[k] = val
+    return out
+
+
+@cli.command()
+@click.argument("context", type=click.Path(exists=True, file_okay=False), default=".")
+@click.option(
+    "-f",
+    "--file",
+    "file_",
+    type=click.Path(dir_okay=False),
+    help="The Containerfile (default: CONTEXT/Containerfile or Dockerfile).",
+)
+@click.option("-t", "--tag", "tags", multiple=True, help="Name the image (repeatable).")
+@click.option("--target", help="Build up to this stage.")
+@click.option("--build-arg", "build_args", multiple=True, help="KEY=VALUE for an ARG.")
+@click.option("--no-cache", is_flag=True, help="Run every step again.")
+@click.option("--pull", is_flag=True, help="Pull base images even when they are in the store.")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE label for the image.")
+@click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image id here.")
+@click.option(
+    "--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True
+)
+@click.option("--secret", "secrets", multiple=True, help="id=NAME,src=FILE for RUN mounts.")
+@click.option("--explain-cache", is_flag=True, help="Say why each step missed the cache.")
+@click.option("--check", "check_only", is_flag=True, help="Parse and validate only.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image id.")
+@click.pass_context
+def build(
+    ctx: click.Context,
+    context: str,
+    file_: str | None,
+    tags: tuple[str, ...],
+    target: str | None,
+    build_args: tuple[str, ...],
+    no_cache: bool,
+    pull: bool,
+    labels: tuple[str, ...],
+    iidfile: str | None,
+    compression: str,
+    secrets: tuple[str, ...],
+    explain_cache: bool,
+    check_only: bool,
+    quiet: bool,
+) -> None:
+    """Build an image from a Containerfile and the CONTEXT directory."""
+    from imgtool.build import BuildOptions, _default_file
+    from imgtool.build import build as do_build
+
+    secret_files = {}
+    for s in secrets:
+        parts = dict(p.partition("=")[::2] for p in s.split(","))
+        if "id" not in parts or "src" not in parts:
+            raise click.BadParameter(f"{s!r}: expected id=NAME,src=FILE", param_hint="--secret")
+        secret_files[parts["id"]] = Path(parts["src"]).resolve()
+    opts = BuildOptions(
+        context=Path(context),
+        file=Path(file_) if file_ else None,
+        tags=list(tags),
+        target=target,
+        build_args=_pairs(build_args, "--build-arg"),
+        no_cache=no_cache,
+        pull=pull,
+        labels=_pairs(labels, "--label"),
+        compression=compression,
+        secrets=secret_files,
+        explain_cache=explain_cache,
+        quiet=quiet,
+        output=lambda line: click.echo(line, err=True),
+    )
+    if check_only:
+        from imgtool.containerfile.parser import parse
+
+        path = opts.file or _default_file(opts.context)
+        parsed = parse(path.read_text(), path.name)
+        click.echo(f"{path}: {len(parsed.instructions)} instructions, no errors")
+        return
+    result = do_build(store_of(ctx), opts)
+    if iidfile:
+        Path(iidfile).write_text(result.image_id)
+    if quiet:
+        click.echo(result.image_id)
+        return
+    click.echo(
+        f"Built {result.image_id[7:19]} ({result.steps} steps, {result.cached} cached)"
+        + (f": {', '.join(result.tags)}" if result.tags else "")
+    )
+    sys.stdout.flush()
