@@ -93,14 +93,17 @@ def main() -> None:
                     [runtime, "run", f"bench-{os.getpid()}"], args.runs, cwd=bundle
                 )
         if shutil.which("podman"):
-            pulled = subprocess.run(["podman", "pull", "-q", f"oci:{layout}:latest"],
-                                    capture_output=True, text=True)
+            pulled = subprocess.run(
+                ["podman", "pull", "-q", f"oci:{layout}:latest"], capture_output=True, text=True
+            )
             if pulled.returncode == 0:
                 image = pulled.stdout.strip()
                 results["podman run --rm --network none"] = median_ms(
-                    ["podman", "run", "--rm", "--network", "none", image, "true"], args.runs)
+                    ["podman", "run", "--rm", "--network", "none", image, "true"], args.runs
+                )
                 results["podman run --rm (its default network)"] = median_ms(
-                    ["podman", "run", "--rm", image, "true"], args.runs)
+                    ["podman", "run", "--rm", image, "true"], args.runs
+                )
                 subprocess.run(["podman", "rmi", "-f", image], capture_output=True)
             else:
                 results["podman run --rm"] = f"failed: {pulled.stderr.strip()[-200:]}"

@@ -633,7 +633,7 @@ class Builder:
         )
         out_fd = None
         if self.opts.quiet:
-            out_fd = tempfile.TemporaryFile(dir=self.work)
+            out_fd = tempfile.TemporaryFile(dir=self.work)  # noqa: SIM115 - closed below
         try:
             with _redirect(out_fd):
                 try:

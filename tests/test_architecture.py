@@ -19,7 +19,7 @@ FLOORS = {
     **dict.fromkeys(["store", "registry", "layer", "sandbox", "containers"], 2),
     # L3 engines
     **dict.fromkeys(
-        ["pull", "push", "inspect", "login", "run", "cleanup", "sources", "analyze"], 3
+        ["pull", "push", "inspect", "login", "run", "cleanup", "sources", "analyze", "build"], 3
     ),
     # L4 the command line
     **dict.fromkeys(["cli", "__main__"], 4),

@@ -98,7 +98,14 @@ def build(
         parsed = parse(path.read_text(), path.name)
         click.echo(f"{path}: {len(parsed.instructions)} instructions, no errors")
         return
-    result = do_build(store_of(ctx), opts)
+    from imgtool.errors import RunStepFailed
+
+    try:
+        result = do_build(store_of(ctx), opts)
+    except RunStepFailed as e:
+        # the build stops with the failing step's own exit status, as its output says
+        click.echo(f"imgtool: {e}", err=True)
+        sys.exit(min(max(e.status, 1), 255))
     if iidfile:
         Path(iidfile).write_text(result.image_id)
     if quiet:

@@ -1,0 +1,197 @@
+"""Building the Containerfile.examples/ for real (RUN in the sandbox, layers from overlay upper
+dirs) and running what was built; cache, determinism and errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures import make_images
+from imgtool.store import Store
+from tests.conftest import REPO, imgtool, seed
+from tests.support.registry import Registry
+
+pytestmark = [
+    pytest.mark.registry,
+    pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps need root (namespaces, mounts)"),
+]
+EXAMPLES = REPO / "Containerfile.examples"
+NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "expect.json").exists())
+
+
+@pytest.fixture
+def hub(plain_registry: Registry, isolated_env: Path) -> Registry:
+    """docker.io is mirrored by the test registry, so `FROM busybox` works offline."""
+    (isolated_env / "registries.conf").write_text(
+        '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
+        f'[[registry.mirror]]\nlocation = "{plain_registry.host}"\n'
+    )
+    return plain_registry
+
+
+def _context(name: str, tmp_path: Path) -> Path:
+    ctx = tmp_path / name
+    shutil.copytree(EXAMPLES / name, ctx)
+    if name == "dockerignore":
+        (ctx / ".git").mkdir()
+        (ctx / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    return ctx
+
+
+def _build(ctx: Path, tag: str, expect: dict, tmp_path: Path, *extra: str):
+    args = ["build", "-t", tag]
+    for k, v in expect.get("build_args", {}).items():
+        args += ["--build-arg", f"{k}={v}"]
+    for k, v in expect.get("secrets", {}).items():
+        f = tmp_path / f"secret-{k}"
+        f.write_text(v)
+        args += ["--secret", f"id={k},src={f}"]
+    return imgtool(*args, *extra, str(ctx), timeout=900)
+
+
+def _check_run(tag: str, want: dict) -> None:
+    r = imgtool("run", "--rm", tag, *want.get("run", []))
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    for line in want.get("stdout", []):
+        assert line in lines, (line, r.out)
+    for rx in want.get("stdout_regex", []):
+        assert any(re.fullmatch(rx, x) for x in lines), (rx, r.out)
+
+
+def _layer_members(store: Store, tag: str) -> list[tuple[str, bytes]]:
+    import gzip
+
+    img = store.image(tag)
+    out = []
+    for d in img.manifest.layers:
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(store.read_blob(d.digest)))) as t:
+            for m in t:
+                data = t.extractfile(m).read() if m.isreg() else b""  # type: ignore[union-attr]
+                out.append((m.name, data))
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example(name: str, hub: Registry, store: Store, tmp_path: Path) -> None:
+    expect = json.loads((EXAMPLES / name / "expect.json").read_text())
+    if expect.get("needs") == "debian":
+        if not shutil.which("debootstrap"):
+            pytest.skip("debootstrap is not installed")
+        seed(hub, make_images.make_debian(tmp_path / "debian"), "library/debian:bookworm")
+    ctx = _context(name, tmp_path)
+    if "base" in expect:
+        base = expect["base"]
+        r = imgtool("build", "-t", base["tag"], str(ctx / base["context"]))
+        assert r.code == 0, r.err
+        ctx = ctx / expect["context"]
+    tag = f"example-{name}"
+    r = _build(ctx, tag, expect, tmp_path)
+    if r.code != 0 and expect.get("network") and "apt" in r.err:
+        pytest.skip(f"no package mirror reachable: {r.err.splitlines()[-1]}")
+    assert r.code == 0, r.err
+    _check_run(tag, expect)
+    members = _layer_members(store, tag)
+    for path in expect.get("absent", []):
+        assert all(n.rstrip("/") != path for n, _ in members), path
+    if "not_in_layers" in expect:
+        needle = expect["not_in_layers"].encode()
+        assert not [n for n, data in members if needle in data]
+        cfg = store.image(tag).config.raw
+        assert needle not in cfg
+    for target, want in expect.get("targets", {}).items():
+        r = _build(ctx, f"{tag}-{target}", expect, tmp_path, "--target", target)
+        assert r.code == 0, r.err
+        _check_run(f"{tag}-{target}", want)
+
+
+def test_rebuild_is_cached_and_files_invalidate(
+    hub: Registry, store: Store, tmp_path: Path
+) -> None:
+    ctx = _context("multistage", tmp_path)
+    assert imgtool("build", "-t", "m:1", str(ctx)).code == 0
+    first = store.find("m:1")[1].digest
+    t0 = time.monotonic()
+    r = imgtool("build", "-t", "m:1", str(ctx))
+    assert r.code == 0 and "0 cached" not in r.out
+    assert "CACHED" in r.err and time.monotonic() - t0 < 5
+    assert store.find("m:1")[1].digest == first  # unchanged input, same image
+    (ctx / "app.sh").write_text('#!/bin/sh\necho "app version @VERSION@ changed"\n')
+    r = imgtool("build", "-t", "m:1", "--explain-cache", str(ctx))
+    assert r.code == 0
+    assert "files changed: app.sh" in r.err
+    assert store.find("m:1")[1].digest != first
+    r = imgtool("build", "-t", "m:1", "--build-arg", "VERSION=9", "--explain-cache", str(ctx))
+    assert "build arg VERSION changed" in r.err
+
+
+def test_source_date_epoch_gives_the_same_digest(
+    hub: Registry, store: Store, tmp_path: Path
+) -> None:
+    ctx = _context("heredocs", tmp_path)
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    r1 = imgtool("build", "-q", "--no-cache", "-t", "h:1", str(ctx), env=env)
+    r2 = imgtool("build", "-q", "--no-cache", "-t", "h:2", str(ctx), env=env)
+    assert r1.code == 0 and r2.code == 0, r1.err + r2.err
+    assert r1.out == r2.out
+    assert store.find("h:1")[1].digest == store.find("h:2")[1].digest
+    cfg = store.image("h:1").config
+    assert cfg.created == "2023-11-14T22:13:20Z"
+    assert [h.get("empty_layer", False) for h in cfg.history][-1] is True  # CMD
+
+
+def test_failing_run_and_bad_files_stop_with_clear_errors(
+    hub: Registry, store: Store, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text("FROM busybox\nRUN echo about to fail; exit 7\n")
+    r = imgtool("build", "-t", "bad:1", str(ctx))
+    assert r.code == 7 and "exit status 7" in r.err and "about to fail" in r.err
+    with pytest.raises(Exception):
+        store.find("bad:1")
+    for text, needle in [
+        ("FROM busybox\nCOPY ../secret /x\n", "outside the build context"),
+        ("FROM busybox\nFROBNICATE\n", "Containerfile:2: unknown instruction"),
+        ("FROM busybox\nCOPY --from=nowhere /a /b\n", "nowhere"),
+        ("FROM busybox\nRUN --bogus=1 true\n", "unknown flag --bogus"),
+        ("FROM busybox\nCOPY missing.txt /x\n", "'missing.txt' not found"),
+    ]:
+        (ctx / "Containerfile").write_text(text)
+        r = imgtool("build", str(ctx))
+        assert r.code != 0 and needle in r.err, (text, r.err)
+        assert r.err.strip().count("\n") == 0 or "FROM" in r.err, r.err
+    (ctx / "Containerfile").write_text('FROM busybox\nCMD ["sh"\n')
+    r = imgtool("build", "--check", str(ctx))
+    assert r.code == 1 and "Containerfile:2" in r.err
+
+
+def test_zstd_iidfile_labels(hub: Registry, store: Store, tmp_path: Path) -> None:
+    ctx = _context("hello", tmp_path)
+    iid = tmp_path / "iid"
+    r = imgtool(
+        "build",
+        "-t",
+        "z:1",
+        "--compression",
+        "zstd",
+        "--iidfile",
+        str(iid),
+        "--label",
+        "team=core",
+        str(ctx),
+    )
+    assert r.code == 0, r.err
+    img = store.image("z:1")
+    assert iid.read_text() == img.config.digest
+    assert img.manifest.layers[-1].media_type.endswith("+zstd")
+    assert img.config.config["Labels"]["team"] == "core"
+    assert "hello from imgtool" in imgtool("run", "--rm", "z:1").out
