@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import make_images
+from imgtool.errors import ImageNotFound
 from imgtool.store import Store
 from tests.conftest import REPO, imgtool, seed
 from tests.support.registry import Registry
@@ -156,7 +157,7 @@ def test_failing_run_and_bad_files_stop_with_clear_errors(
     (ctx / "Containerfile").write_text("FROM busybox\nRUN echo about to fail; exit 7\n")
     r = imgtool("build", "-t", "bad:1", str(ctx))
     assert r.code == 7 and "exit status 7" in r.err and "about to fail" in r.err
-    with pytest.raises(Exception):
+    with pytest.raises(ImageNotFound):
         store.find("bad:1")
     for text, needle in [
         ("FROM busybox\nCOPY ../secret /x\n", "outside the build context"),
