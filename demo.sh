@@ -71,6 +71,15 @@ if [ "$(id -u)" -eq 0 ]; then
   run imgtool stop -t 1 demo-sleeper
   run imgtool rm demo-sleeper
 fi
+if [ "$(id -u)" -eq 0 ]; then
+  echo
+  echo "== build: a multi-stage example, its test stage, and a fully cached rebuild"
+  run imgtool build -t demo-app:2.5 --build-arg VERSION=2.5 Containerfile.examples/multistage
+  run imgtool run --rm demo-app:2.5
+  run imgtool build --target test -t demo-app:test Containerfile.examples/multistage
+  run imgtool run --rm demo-app:test cat /test-report
+  run imgtool build -t demo-app:2.5 --build-arg VERSION=2.5 Containerfile.examples/multistage
+fi
 echo
 echo "== layer sizes in CI: an image that grew and left waste behind"
 .venv/bin/python fixtures/make_images.py busybox "$work/busybox" >/dev/null

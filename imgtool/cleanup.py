@@ -14,6 +14,7 @@ from imgtool.store import Store
 class GcResult:
     blobs: list[tuple[str, int]]
     layers: list[str]
+    cache_entries: int = 0
 
 
 def used_diff_ids(store: Store) -> set[str]:
@@ -33,7 +34,33 @@ def used_diff_ids(store: Store) -> set[str]:
     return keep
 
 
-def gc(store: Store, dry_run: bool = False) -> GcResult:
+def trim_build_cache(store: Store, everything: bool = False) -> int:
+    """Drop build-cache entries whose layer blob is gone (or all of them, and the cache
+    mounts' contents, with `everything`). Returns how many entries went."""
+    import json
+    import shutil
+
+    d = store.root / "buildcache"
+    if not d.is_dir():
+        return 0
+    gone = 0
+    for record in d.glob("*.json"):
+        try:
+            digest = json.loads(record.read_text())["digest"]
+        except (OSError, ValueError, KeyError):
+            digest = ""
+        if everything or not digest or not store.has_blob(digest):
+            record.unlink(missing_ok=True)
+            gone += 1
+    if everything:
+        shutil.rmtree(d / "mounts", ignore_errors=True)
+        shutil.rmtree(d / "explain", ignore_errors=True)
+    return gone
+
+
+def gc(store: Store, dry_run: bool = False, build_cache: bool = False) -> GcResult:
+    if build_cache and not dry_run:
+        trim_build_cache(store, everything=True)  # its layers are then unreferenced blobs
     blobs = store.gc(dry_run=dry_run)
     layers = LayerStore(store)
     keep = used_diff_ids(store)
@@ -41,4 +68,5 @@ def gc(store: Store, dry_run: bool = False) -> GcResult:
         base = layers.root / "sha256"
         gone = [f"sha256:{d.name}" for d in base.iterdir()] if base.is_dir() else []
         return GcResult(blobs, [d for d in gone if d not in keep])
-    return GcResult(blobs, layers.remove_unused(keep))
+    removed_layers = layers.remove_unused(keep)
+    return GcResult(blobs, removed_layers, trim_build_cache(store))

@@ -177,3 +177,13 @@ def write_docker_config(home: Path, host: str, user: str, password: str) -> Path
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
     return path
+
+
+@pytest.fixture
+def hub(plain_registry: Registry, isolated_env: Path) -> Registry:
+    """docker.io is mirrored by the test registry, so `FROM busybox` works offline."""
+    (isolated_env / "registries.conf").write_text(
+        '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
+        f'[[registry.mirror]]\nlocation = "{plain_registry.host}"\n'
+    )
+    return plain_registry

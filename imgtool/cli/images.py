@@ -92,12 +92,13 @@ def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--build-cache", is_flag=True, help="Also empty the build cache and cache mounts.")
 @click.pass_context
-def gc(ctx: click.Context, dry_run: bool) -> None:
-    """Remove every blob no image name reaches."""
+def gc(ctx: click.Context, dry_run: bool, build_cache: bool) -> None:
+    """Remove every blob no image name reaches (and build-cache entries whose layers went)."""
     from imgtool.cleanup import gc as do_gc
 
-    result = do_gc(store_of(ctx), dry_run=dry_run)
+    result = do_gc(store_of(ctx), dry_run=dry_run, build_cache=build_cache)
     verb = "Would remove" if dry_run else "Removed"
     total = sum(size for _, size in result.blobs)
     for digest, size in result.blobs:
@@ -106,7 +107,7 @@ def gc(ctx: click.Context, dry_run: bool) -> None:
         click.echo(f"{verb} unpacked layer {diff_id}")
     click.echo(
         f"{verb} {len(result.blobs)} blobs, {human_size(total)}; "
-        f"{len(result.layers)} unpacked layers"
+        f"{len(result.layers)} unpacked layers; {result.cache_entries} build-cache entries"
     )
 
 

@@ -28,16 +28,6 @@ EXAMPLES = REPO / "Containerfile.examples"
 NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "expect.json").exists())
 
 
-@pytest.fixture
-def hub(plain_registry: Registry, isolated_env: Path) -> Registry:
-    """docker.io is mirrored by the test registry, so `FROM busybox` works offline."""
-    (isolated_env / "registries.conf").write_text(
-        '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
-        f'[[registry.mirror]]\nlocation = "{plain_registry.host}"\n'
-    )
-    return plain_registry
-
-
 def _context(name: str, tmp_path: Path) -> Path:
     ctx = tmp_path / name
     shutil.copytree(EXAMPLES / name, ctx)
@@ -196,3 +186,16 @@ def test_zstd_iidfile_labels(hub: Registry, store: Store, tmp_path: Path) -> Non
     assert img.manifest.layers[-1].media_type.endswith("+zstd")
     assert img.config.config["Labels"]["team"] == "core"
     assert "hello from imgtool" in imgtool("run", "--rm", "z:1").out
+
+
+def test_gc_trims_the_build_cache(hub: Registry, store: Store, tmp_path: Path) -> None:
+    ctx = _context("hello", tmp_path)
+    assert imgtool("build", "-t", "g:1", str(ctx)).code == 0
+    assert list((store.root / "buildcache").glob("*.json"))
+    assert imgtool("rmi", "g:1").code == 0
+    r = imgtool("gc")
+    assert r.code == 0 and "1 build-cache entries" in r.out
+    r = imgtool("build", "-t", "g:1", str(ctx))
+    assert r.code == 0 and "CACHED" not in r.err  # built again: its layer was collected
+    r = imgtool("gc", "--build-cache")
+    assert r.code == 0 and not list((store.root / "buildcache").glob("*.json"))

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Cold and fully cached build times of the busybox-based Containerfile.examples, imgtool side
+by side with `buildah bud` in the same run (buildah where installed). Needs root.
+
+    sudo python3 benchmarks/build.py [--runs 3]
+
+Targets (issue 4): cold at most buildah's time; a fully cached rebuild under 0.5 s.
+A local registry mirrors docker.io for both tools, so `FROM busybox` is served offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.registry import Registry  # noqa: E402
+
+EXAMPLES = ["hello", "multistage", "heredocs", "users", "dockerignore", "cache-mount"]
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr[-500:]}")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="imgtool-buildbench-"))
+    reg = Registry(work / "registry").start()
+    try:
+        layout = work / "busybox"
+        subprocess.run(
+            [sys.executable, str(REPO / "fixtures/make_images.py"), "busybox", str(layout)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                f"oci:{layout}:latest",
+                f"docker://{reg.host}/library/busybox:latest",
+                "--dest-tls-verify=false",
+            ],
+            check=True,
+        )
+        conf = work / "registries.conf"
+        conf.write_text(
+            '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
+            f'[[registry.mirror]]\nlocation = "{reg.host}"\ninsecure = true\n'
+        )
+        env = {
+            **os.environ,
+            "CONTAINERS_REGISTRIES_CONF": str(conf),
+            "IMGTOOL_ROOT": str(work / "store"),
+        }
+        imgtool = [sys.executable, "-m", "imgtool"]
+        rows = []
+        for name in EXAMPLES:
+            ctx = work / name
+            shutil.copytree(REPO / "Containerfile.examples" / name, ctx)
+            extra: list[str] = []
+            expect = json.loads((ctx / "expect.json").read_text())
+            for k, v in expect.get("secrets", {}).items():
+                (work / k).write_text(v)
+                extra += ["--secret", f"id={k},src={work / k}"]
+            mine = [*imgtool, "build", "-q", "-t", f"bench-{name}", *extra, str(ctx)]
+            timed(mine, env, REPO)  # warm: the base image is pulled once
+            cold = statistics.median(
+                timed([*mine[:4], "--no-cache", *mine[4:]], env, REPO) for _ in range(args.runs)
+            )
+            cached = statistics.median(timed(mine, env, REPO) for _ in range(args.runs))
+            theirs_cold = theirs_cached = None
+            if shutil.which("buildah"):
+                bud = ["buildah", "bud", "-q", "--layers", "-t", f"bench-{name}", *extra, "."]
+                try:
+                    timed(bud, env, ctx)
+                    theirs_cold = statistics.median(
+                        timed([*bud[:3], "--no-cache", *bud[3:]], env, ctx)
+                        for _ in range(args.runs)
+                    )
+                    theirs_cached = statistics.median(
+                        timed(bud, env, ctx) for _ in range(args.runs)
+                    )
+                except SystemExit as e:  # an older buildah may not know heredocs
+                    print(f"buildah could not build {name}: {str(e)[-160:]}", file=sys.stderr)
+            rows.append((name, cold, cached, theirs_cold, theirs_cached))
+    finally:
+        reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"median of {args.runs} runs (s)        imgtool cold  cached   buildah cold  cached"
+        "   cold ratio"
+    )
+    for name, cold, cached, tc, tk in rows:
+        ratio = f"{cold / tc:.2f}" if tc else "-"
+        tcs = f"{tc:12.2f}" if tc else f"{'-':>12}"
+        tks = f"{tk:8.2f}" if tk else f"{'-':>8}"
+        print(f"  {name:28s} {cold:12.2f} {cached:7.2f}   {tcs}{tks}   {ratio:>10}")
+
+
+if __name__ == "__main__":
+    main()
