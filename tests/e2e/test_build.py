@@ -199,3 +199,81 @@ def test_gc_trims_the_build_cache(hub: Registry, store: Store, tmp_path: Path) -
     assert r.code == 0 and "CACHED" not in r.err  # built again: its layer was collected
     r = imgtool("gc", "--build-cache")
     assert r.code == 0 and not list((store.root / "buildcache").glob("*.json"))
+
+
+def test_add_archives_and_urls(hub: Registry, store: Store, tmp_path: Path) -> None:
+    import hashlib
+    import http.server
+    import threading
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    payload = ctx / "payload"
+    payload.mkdir()
+    (payload / "inside.txt").write_text("from the archive\n")
+    with tarfile.open(ctx / "bundle.tar.gz", "w:gz") as t:
+        t.add(payload / "inside.txt", arcname="pkg/inside.txt")
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "remote.txt").write_text("downloaded\n")
+    digest = hashlib.sha256(b"downloaded\n").hexdigest()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(served), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/remote.txt"
+    try:
+        (ctx / "Containerfile").write_text(
+            "FROM busybox\nADD bundle.tar.gz /opt/\n"
+            f"ADD --checksum=sha256:{digest} {url} /srv/remote.txt\n"
+            'CMD ["sh", "-c", "cat /opt/pkg/inside.txt /srv/remote.txt"]\n'
+        )
+        r = imgtool("build", "-t", "add:1", str(ctx))
+        assert r.code == 0, r.err
+        assert imgtool("run", "--rm", "add:1").out == "from the archive\ndownloaded\n"
+        (ctx / "Containerfile").write_text(
+            f"FROM busybox\nADD --checksum=sha256:{'0' * 64} {url} /srv/remote.txt\n"
+        )
+        r = imgtool("build", "-t", "add:2", str(ctx))
+        assert r.code == 1 and "checksum mismatch" in r.err
+    finally:
+        httpd.shutdown()
+
+
+def test_metadata_instructions_make_the_config(hub: Registry, store: Store, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(
+        "FROM busybox\n"
+        'SHELL ["/bin/sh", "-ec"]\n'
+        "EXPOSE 8080 53/udp\n"
+        "VOLUME /data\n"
+        "STOPSIGNAL SIGINT\n"
+        "HEALTHCHECK --interval=5s --retries=2 CMD wget -qO- http://localhost/ || exit 1\n"
+        "ENTRYPOINT exec /bin/app\n"
+        "ONBUILD RUN echo child\n"
+        "USER 1000:1000\n"
+        "WORKDIR /srv\n"
+        "WORKDIR sub\n"
+    )
+    r = imgtool("build", "-t", "meta:1", str(ctx))
+    assert r.code == 0, r.err
+    c = store.image("meta:1").config
+    cfg = c.config
+    assert cfg["Shell"] == ["/bin/sh", "-ec"]
+    assert set(cfg["ExposedPorts"]) == {"8080/tcp", "53/udp"}
+    assert cfg["Volumes"] == {"/data": {}}
+    assert cfg["StopSignal"] == "SIGINT"
+    assert cfg["Healthcheck"]["Test"] == ["CMD-SHELL", "wget -qO- http://localhost/ || exit 1"]
+    assert cfg["Healthcheck"]["Interval"] == 5_000_000_000 and cfg["Healthcheck"]["Retries"] == 2
+    assert cfg["Entrypoint"] == ["/bin/sh", "-ec", "exec /bin/app"]
+    assert "Cmd" not in cfg  # a new ENTRYPOINT drops the base image's CMD
+    assert cfg["OnBuild"] == ["RUN echo child"]
+    assert cfg["User"] == "1000:1000" and cfg["WorkingDir"] == "/srv/sub"
+    assert all(h.get("empty_layer") for h in c.history[1:])
