@@ -167,35 +167,27 @@ class PatternMatcher:
 
     def matches_or_parent_matches(self, path: str) -> bool:
         """The .dockerignore rule: is `path` (relative, '/'-separated) excluded?"""
-        matched = False
-        parent = go_dir(path)
-        parent_dirs = parent.split("/")
-        for pat in self.patterns:
-            if pat.exclusion != matched:
-                continue
-            hit = pat.match(path)
-            if not hit and parent != ".":
-                for i in range(len(parent_dirs)):
-                    if pat.match("/".join(parent_dirs[: i + 1])):
-                        hit = True
-                        break
-            if hit:
-                matched = not pat.exclusion
-        return matched
+        return self._matches(path, legacy=False)
 
     def matches_legacy(self, path: str) -> bool:
         """moby's deprecated Matches: parents compared at the pattern's own depth only."""
+        return self._matches(path, legacy=True)
+
+    def _matches(self, path: str, legacy: bool) -> bool:
         matched = False
         parent = go_dir(path)
-        parent_dirs = parent.split("/")
+        dirs = parent.split("/")
         for pat in self.patterns:
             if pat.exclusion != matched:
-                continue
+                continue  # an inclusion cannot add to a match, an exclusion needs one
             hit = pat.match(path)
             if not hit and parent != ".":
-                depth = len(pat.text.split("/"))
-                if depth <= len(parent_dirs):
-                    hit = pat.match("/".join(parent_dirs[:depth]))
+                if legacy:
+                    depth = len(pat.text.split("/"))
+                    parents = ["/".join(dirs[:depth])] if depth <= len(dirs) else []
+                else:
+                    parents = ["/".join(dirs[: i + 1]) for i in range(len(dirs))]
+                hit = any(pat.match(p) for p in parents)
             if hit:
                 matched = not pat.exclusion
         return matched
