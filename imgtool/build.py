@@ -30,7 +30,13 @@ from imgtool import oci
 from imgtool import reference as refs
 from imgtool.containerfile import dockerignore, shell
 from imgtool.containerfile.parser import Containerfile, Instruction, parse
-from imgtool.errors import BuildError, ContainerfileError, ImageNotFound, RunStepFailed
+from imgtool.errors import (
+    BuildError,
+    ContainerfileError,
+    ImageNotFound,
+    ImgtoolError,
+    RunStepFailed,
+)
 from imgtool.layer.diff import write_layer
 from imgtool.layer.unpacked import LayerStore
 from imgtool.sandbox import runner
@@ -317,7 +323,14 @@ class Builder:
             insts += parse(text, f"ONBUILD of {st.base}").instructions
         for inst in insts + st.instructions:
             t0 = time.monotonic()
-            cached = self._step(state, inst, ctx)
+            try:
+                cached = self._step(state, inst, ctx)
+            except (RunStepFailed, ContainerfileError):
+                raise
+            except ImgtoolError as e:  # name the line that failed
+                raise BuildError(
+                    f"{self.file_label}:{inst.line}: {inst.original.splitlines()[0][:80]}: {e}"
+                ) from None
             if inst.keyword in ("run", "copy", "add"):
                 self.steps += 1
                 self.cached += int(cached)
@@ -804,7 +817,8 @@ class Builder:
                     raise ContainerfileError(
                         f"no heredoc {name}", file=self.file_label, line=inst.line
                     )
-                out.append((name, None, h.content.encode()))
+                content = shell.expand_heredoc(h.content, env) if h.expand else h.content
+                out.append((name, None, content.encode()))
                 continue
             if inst.keyword == "add" and src.startswith(("http://", "https://")):
                 out.append((src, self._download(src, inst), b""))

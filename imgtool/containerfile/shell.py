@@ -56,7 +56,15 @@ class _Words:
 
 
 class _Lexer:
-    def __init__(self, text: str, env: Mapping[str, str], escape: str, skip_unset: bool) -> None:
+    def __init__(
+        self,
+        text: str,
+        env: Mapping[str, str],
+        escape: str,
+        skip_unset: bool,
+        skip_quotes: bool = False,
+    ) -> None:
+        self.skip_quotes = skip_quotes
         self.text = text
         self.pos = 0
         self.env = env
@@ -97,7 +105,7 @@ class _Lexer:
             if stop and ch == stop:
                 self.next()
                 return "".join(result), words.get()
-            if ch in ("$", "'", '"'):
+            if ch == "$" or (ch in ("'", '"') and not self.skip_quotes):
                 tmp = {"$": self.dollar, "'": self.single_quote, '"': self.double_quote}[ch]()
                 result.append(tmp)
                 if ch == "$":
@@ -326,6 +334,15 @@ def process_words(text: str, env: Mapping[str, str], escape: str = "\\") -> list
         return lex.process_stop_on(EOF, False)[1]
     except ShellError as e:
         raise ShellError(f"failed to process {text!r}: {e}") from None
+
+
+def expand_heredoc(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
+    """Variables in a heredoc with an unquoted delimiter: quotes are content, escapes stay."""
+    lex = _Lexer(text, env, escape, False, skip_quotes=True)
+    try:
+        return lex.process_stop_on(EOF, True)[0]
+    except ShellError as e:
+        raise ShellError(f"failed to expand heredoc: {e}") from None
 
 
 def process_word_with_matches(
