@@ -735,7 +735,6 @@ class Builder:
         words = [w if w.startswith("<<") else shell.process_word(w, env) for w in inst.args]
         *sources, dest = words
         frm = inst.flag("from")
-        root = self._source_root(frm, ctx) if frm else self.opts.context
         stage_dir = Path(tempfile.mkdtemp(prefix="copy.", dir=self.work))
         workdir = cfg.get("WorkingDir") or "/"
         dest_abs = os.path.normpath(dest if dest.startswith("/") else os.path.join(workdir, dest))
@@ -751,52 +750,76 @@ class Builder:
         uid, gid = self._owner(state, shell.process_word(chown, env)) if chown else (0, 0)
         chmod = inst.flag("chmod")
         mode = int(chmod, 8) if chmod else None
-        items = self._resolve_sources(inst, sources, root, frm is None, env)
+        if frm:
+            # a stage's (or an image's) content is named by its cache chain (or digest): a
+            # cached COPY --from needs no export of the source's filesystem
+            identity = self._source_identity(frm, ctx)
+            key = _key(state.key, inst.keyword, words, inst.flags, identity, workdir)
+            self._explain(
+                ctx, inst, {"parent": state.key, "instruction": words, "source": identity}, key
+            )
+            hit = self._cache_get(key)
+            cached = hit is not None
+            if hit is None:
+                root = self._source_root(frm, ctx)
+                items = self._resolve_sources(inst, sources, root, False, env)
+                self._check_many(inst, items, dest_abs)
+                hit = self._stage_copy(state, inst, items, stage_dir, dest_abs, uid, gid, mode)
+                self._cache_put(key, hit)
+            shutil.rmtree(stage_dir, ignore_errors=True)
+            self._add_layer(state, hit, f"{inst.keyword.upper()} {' '.join(words)}", key)
+            return cached
+        items = self._resolve_sources(inst, sources, self.opts.context, True, env)
+        self._check_many(inst, items, dest_abs)
+        files = [
+            (n, _tree_digest(p) if p else hashlib.sha256(data).hexdigest()) for n, p, data in items
+        ]
+        key = _key(state.key, inst.keyword, words, inst.flags, files, workdir)
+        self._explain(
+            ctx, inst, {"parent": state.key, "instruction": words, "files": dict(files)}, key
+        )
+        hit = self._cache_get(key)
+        cached = hit is not None
+        if hit is None:
+            hit = self._stage_copy(state, inst, items, stage_dir, dest_abs, uid, gid, mode)
+            self._cache_put(key, hit)
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        self._add_layer(state, hit, f"{inst.keyword.upper()} {' '.join(words)}", key)
+        return cached
+
+    def _check_many(self, inst: Instruction, items: list, dest_abs: str) -> None:
         if len(items) > 1 and not dest_abs.endswith("/"):
             raise ContainerfileError(
                 f"{inst.keyword.upper()} with more than one source needs a destination ending in /",
                 file=self.file_label,
                 line=inst.line,
             )
-        digest = _key(
-            [
-                (name, _tree_digest(p) if p else hashlib.sha256(data).hexdigest())
-                for name, p, data in items
-            ]
-        )
-        key = _key(state.key, inst.keyword, words, inst.flags, digest, workdir)
-        self._explain(
-            ctx,
-            inst,
-            {
-                "parent": state.key,
-                "instruction": words,
-                "files": {n: _tree_digest(p) if p else "heredoc" for n, p, _ in items},
-            },
-            key,
-        )
-        hit = self._cache_get(key)
-        cached = hit is not None
-        if hit is None:
-            for name, path, data in items:
-                self._stage_item(
-                    stage_dir,
-                    state,
-                    name,
-                    path,
-                    data,
-                    dest_abs,
-                    inst.keyword == "add",
-                    uid,
-                    gid,
-                    mode,
-                )
-            self._parents_like_lowers(state, stage_dir, dest_abs)
-            hit = self._layer_from_dir(stage_dir)
-            self._cache_put(key, hit)
-        shutil.rmtree(stage_dir, ignore_errors=True)
-        self._add_layer(state, hit, f"{inst.keyword.upper()} {' '.join(words)}", key)
-        return cached
+
+    def _stage_copy(
+        self,
+        state: ImageState,
+        inst: Instruction,
+        items: list,
+        stage_dir: Path,
+        dest_abs: str,
+        uid: int,
+        gid: int,
+        mode: int | None,
+    ) -> Layer:
+        for name, path, data in items:
+            self._stage_item(
+                stage_dir, state, name, path, data, dest_abs, inst.keyword == "add", uid, gid, mode
+            )
+        self._parents_like_lowers(state, stage_dir, dest_abs)
+        return self._layer_from_dir(stage_dir)
+
+    def _source_identity(self, frm: str, ctx: _StageContext) -> str:
+        ref = self._stage_ref(ctx.stages, frm, ctx.stage.index)
+        if ref is None and frm.isdigit() and int(frm) < ctx.stage.index:
+            ref = ctx.stages[int(frm)]
+        if ref is not None:
+            return "stage:" + self.results[ref.index].key
+        return "image:" + self._image(frm).manifest.digest
 
     def _resolve_sources(
         self,
