@@ -333,6 +333,12 @@ class Store:
         self.init()
         with _flock(self.root / "locks" / "index.lock", exclusive=True):
             manifests = self._read_index()
+            if name.startswith("sha256:"):  # an unnamed entry, by its digest
+                kept = [d for d in manifests if d.ref_name or d.digest != name]
+                if len(kept) == len(manifests):
+                    raise ImageNotFound(name)
+                self._write_index(kept)
+                return next(d for d in manifests if not d.ref_name and d.digest == name)
             kept = [d for d in manifests if d.ref_name != name]
             if len(kept) == len(manifests):
                 raise ImageNotFound(name)

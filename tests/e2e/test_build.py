@@ -277,3 +277,14 @@ def test_metadata_instructions_make_the_config(hub: Registry, store: Store, tmp_
     assert cfg["OnBuild"] == ["RUN echo child"]
     assert cfg["User"] == "1000:1000" and cfg["WorkingDir"] == "/srv/sub"
     assert all(h.get("empty_layer") for h in c.history[1:])
+
+
+def test_unnamed_build_is_listed_and_removable(hub: Registry, store: Store, tmp_path: Path) -> None:
+    ctx = _context("hello", tmp_path)
+    r = imgtool("build", "-q", str(ctx))
+    assert r.code == 0, r.err
+    image_id = r.out.strip()
+    assert "<none>" in imgtool("images").out
+    assert "hello from imgtool" in imgtool("run", "--rm", image_id[7:19]).out
+    assert imgtool("rmi", image_id[7:19]).code == 0
+    assert "<none>" not in imgtool("images").out
