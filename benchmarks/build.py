@@ -89,7 +89,17 @@ def main() -> None:
             cached = statistics.median(timed(mine, env, REPO) for _ in range(args.runs))
             theirs_cold = theirs_cached = None
             if shutil.which("buildah"):
-                bud = ["buildah", "bud", "-q", "--layers", "-t", f"bench-{name}", *extra, "."]
+                bud = [
+                    "buildah",
+                    "bud",
+                    "-q",
+                    "--force-rm",
+                    "--layers",
+                    "-t",
+                    f"bench-{name}",
+                    *extra,
+                    ".",
+                ]
                 try:
                     timed(bud, env, ctx)
                     theirs_cold = statistics.median(
