@@ -44,7 +44,18 @@ def test_same_as_buildah(
     env = {**os.environ}
     tag = f"imgtool-peer-{name}:{os.getpid()}"
     subprocess.run(
-        ["buildah", "bud", "-q", "--force-rm", "--isolation", "chroot", "-t", tag, "."],
+        [
+            "buildah",
+            "bud",
+            "-q",
+            "--no-cache",
+            "--force-rm",
+            "--isolation",
+            "chroot",
+            "-t",
+            tag,
+            ".",
+        ],
         cwd=ctx,
         env=env,
         check=True,
