@@ -184,6 +184,6 @@ def hub(plain_registry: Registry, isolated_env: Path) -> Registry:
     """docker.io is mirrored by the test registry, so `FROM busybox` works offline."""
     (isolated_env / "registries.conf").write_text(
         '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
-        f'[[registry.mirror]]\nlocation = "{plain_registry.host}"\n'
+        f'[[registry.mirror]]\nlocation = "{plain_registry.host}"\ninsecure = true\n'
     )
     return plain_registry
