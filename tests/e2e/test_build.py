@@ -288,3 +288,24 @@ def test_unnamed_build_is_listed_and_removable(hub: Registry, store: Store, tmp_
     assert "hello from imgtool" in imgtool("run", "--rm", image_id[7:19]).out
     assert imgtool("rmi", image_id[7:19]).code == 0
     assert "<none>" not in imgtool("images").out
+
+
+def test_run_mounts_and_network_flags(hub: Registry, store: Store, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "input.txt").write_text("from the context\n")
+    (ctx / "Containerfile").write_text(
+        "FROM busybox AS tools\nRUN echo 'from a stage' > /tool.txt\n"
+        "FROM busybox\n"
+        "RUN --mount=type=bind,target=/ctx cat /ctx/input.txt > /a.txt\n"
+        "RUN --mount=type=bind,from=tools,source=/tool.txt,target=/t.txt cat /t.txt > /b.txt\n"
+        "RUN --network=none ls /sys/class/net > /c.txt\n"
+        "RUN --network=host ls /sys/class/net | wc -l > /d.txt\n"
+        'CMD ["sh", "-c", "cat /a.txt /b.txt /c.txt /d.txt; ls /ctx /t.txt 2>&1 | head -2"]\n'
+    )
+    r = imgtool("build", "-t", "mounts:1", str(ctx))
+    assert r.code == 0, r.err
+    lines = imgtool("run", "--rm", "mounts:1").out.splitlines()
+    assert lines[:3] == ["from the context", "from a stage", "lo"]
+    assert int(lines[3]) >= 2  # the host's interfaces
+    assert all("No such file" in x for x in lines[4:6])  # mount targets are not in the image
