@@ -1,0 +1,230 @@
+"""Values and small helpers shared by the build steps."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fnmatch
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgtool.containerfile.parser import Instruction
+from imgtool.errors import (
+    BuildError,
+)
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STUB_PATHS = ("proc", "sys", "dev", "etc/hosts", "etc/hostname", "etc/resolv.conf")
+
+
+@dataclass
+class BuildOptions:
+    context: Path
+    file: Path | None = None
+    tags: list[str] = field(default_factory=list)
+    target: str | None = None
+    build_args: dict[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    pull: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    compression: str = "gzip"
+    secrets: dict[str, Path] = field(default_factory=dict)
+    explain_cache: bool = False
+    quiet: bool = False
+    output: Callable[[str], None] = print
+
+
+@dataclass
+class Layer:
+    digest: str
+    size: int
+    media_type: str
+    diff_id: str
+    created: str = ""  # when the step that made it ran: a cached rebuild keeps it
+
+
+@dataclass
+class ImageState:
+    config: dict[str, Any]
+    layers: list[Layer]
+    key: str  # the cache chain key of everything so far
+
+    @property
+    def env(self) -> dict[str, str]:
+        out = {}
+        for item in self.config.setdefault("config", {}).get("Env") or []:
+            k, _, v = item.partition("=")
+            out[k] = v
+        return out
+
+    def set_env(self, env: dict[str, str]) -> None:
+        self.config["config"]["Env"] = [f"{k}={v}" for k, v in env.items()]
+
+
+@dataclass
+class Stage:
+    index: int
+    name: str
+    base: str
+    instructions: list[Instruction]
+    line: int
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: str  # the config digest
+    manifest_digest: str
+    tags: list[str]
+    steps: int
+    cached: int
+
+
+@dataclass
+class _Mount:
+    kind: str
+    target: str
+    source: str
+    readonly: bool
+    key: str
+
+
+@dataclass
+class _StageContext:
+    stage: Stage
+    stages: list[Stage]
+    meta: dict[str, str]
+    args: dict[str, str]
+    used_args: dict[str, str] = field(default_factory=dict)
+    cmd_set: bool = False
+
+    def shell(self, cfg: dict) -> list[str]:
+        return list(cfg.get("Shell") or DEFAULT_SHELL)
+
+
+@contextlib.contextmanager
+def _redirect(fileobj: Any) -> Any:
+    if fileobj is None:
+        yield
+        return
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(fileobj.fileno(), 1)
+        os.dup2(fileobj.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+def _default_file(context: Path) -> Path:
+    for name in ("Containerfile", "Dockerfile"):
+        if (context / name).exists():
+            return context / name
+    raise BuildError(f"no Containerfile or Dockerfile in {context} (use -f)")
+
+
+def _glob(root: Path, rel: str) -> list[str]:
+    if rel in (".", ""):
+        return ["."]
+    if not any(c in rel for c in "*?["):
+        return [rel] if os.path.lexists(root / rel) else []
+    parts = rel.split("/")
+    found = [""]
+    for part in parts:
+        nxt = []
+        for base in found:
+            d = root / base if base else root
+            if not d.is_dir():
+                continue
+            for name in sorted(os.listdir(d)):
+                if fnmatch.fnmatchcase(name, part):
+                    nxt.append(f"{base}/{name}" if base else name)
+        found = nxt
+    return found
+
+
+def _tree_digest(path: Path) -> str:
+    """Content and metadata of a file or a tree (not mtimes): what a copy depends on."""
+    h = hashlib.sha256()
+    if path.is_symlink() or path.is_file():
+        items = [path]
+        base = path.parent
+    else:
+        items = sorted(p for p in path.rglob("*"))
+        base = path
+    for p in items:
+        st = os.lstat(p)
+        h.update(f"{p.relative_to(base)}\0{st.st_mode}\0".encode())
+        if stat.S_ISLNK(st.st_mode):
+            h.update(os.readlink(p).encode())
+        elif stat.S_ISREG(st.st_mode):
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_archive(path: Path) -> bool:
+    import tarfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512 + 8)
+    except OSError:
+        return False
+    if head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd":
+        return True
+    return len(head) >= 262 and head[257:262] == b"ustar" or tarfile.is_tarfile(path)
+
+
+def _heredoc_script(script: str, inst: Instruction) -> str:
+    """`RUN <<EOF` alone runs the heredoc as a script; otherwise the shell gets the command
+    line and the heredoc bodies, as it would read them from a terminal."""
+    if script.strip().startswith("<<") and len(script.split()) == 1:
+        return inst.heredocs[0].content
+    parts = [script]
+    for h in inst.heredocs:
+        parts.append(h.content.rstrip("\n"))
+        parts.append(h.name)
+    return "\n".join(parts) + "\n"
+
+
+def _source_date_epoch() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BuildError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds") from None
+
+
+def _timestamp(epoch: int | None) -> str:
+    when = dt.datetime.fromtimestamp(epoch if epoch is not None else time.time(), dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S") + (
+        "Z" if epoch is not None else f".{when.microsecond:06d}Z"
+    )
+
+
+def _duration_ns(text: str) -> int:
+    units = {
+        "ns": 1,
+        "us": 1_000,
+        "ms": 1_000_000,
+        "s": 1_000_000_000,
+        "m": 60_000_000_000,
+        "h": 3_600_000_000_000,
+    }
+    for u in sorted(units, key=len, reverse=True):
+        if text.endswith(u):
+            return int(float(text[: -len(u)]) * units[u])
+    return int(text)
