@@ -18,8 +18,10 @@ import gc
 import os
 import select
 import signal
+import socket
 import struct
 import sys
+import termios  # imported now: after pivot_root the container cannot import it
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,7 +64,39 @@ def _report(fd: int, e: BaseException) -> int:
     return code
 
 
-def _container_main(spec: SandboxSpec, go_r: int, err_w: int, slave: int | None) -> None:
+def _terminal_size() -> bytes | None:
+    """Our terminal's size (stdin's, else stdout's or stderr's), as TIOCGWINSZ gives it."""
+    import fcntl
+
+    for fd in (0, 1, 2):
+        if os.isatty(fd):
+            return fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+    return None
+
+
+def _attach_console(console: int, winsize: bytes | None) -> None:
+    """Make a terminal from the container's own devpts (so that ttyname() works inside), make
+    it B's controlling terminal and stdio, and send its master to imgtool, as runc's console
+    socket does."""
+    master, slave = os.openpty()  # /dev/ptmx is the container's: pts/ptmx of its devpts
+    if winsize is not None:  # sized before the command starts: it may ask at once
+        import fcntl
+
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, winsize)
+    sock = socket.socket(fileno=console)
+    try:
+        socket.send_fds(sock, [b"t"], [master])
+    finally:
+        sock.close()
+        os.close(master)
+    linux.set_controlling_tty(slave)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _container_main(spec: SandboxSpec, go_r: int, err_w: int, console: int | None) -> None:
     """B: wait to be put in the cgroup, set up, exec. Never returns."""
     code = EXIT_SETUP_FAILED
     try:
@@ -71,19 +105,16 @@ def _container_main(spec: SandboxSpec, go_r: int, err_w: int, slave: int | None)
         os.close(go_r)
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
-        if slave is not None:
-            linux.set_controlling_tty(slave)
-            for fd in (0, 1, 2):
-                os.dup2(slave, fd)
-            os.close(slave)
-        elif not spec.stdin:
+        if console is None and not spec.stdin:
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
-        _close_fds_except({err_w})
+        _close_fds_except({err_w} | ({console} if console is not None else set()))
         container.unshare_namespaces(spec)
         for step in container.SETUP_STEPS:
             step(spec)
+        if console is not None:
+            _attach_console(console, _terminal_size())
         container.capabilities_and_user(spec)
         container.chdir_workdir(spec)
         path = container.find_executable(spec.argv[0], spec.env)
@@ -116,23 +147,23 @@ def _exec(path: str, spec: SandboxSpec) -> None:
 
 
 def _relay_main(
-    spec: SandboxSpec, cgroup: Cgroup | None, err_w: int, stat_w: int, slave: int | None
+    spec: SandboxSpec, cgroup: Cgroup | None, err_w: int, stat_w: int, console: int | None
 ) -> None:
     """A: new PID namespace for its child, cgroup, then wait and report. Never returns."""
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        _close_fds_except({err_w, stat_w} | ({slave} if slave is not None else set()))
+        _close_fds_except({err_w, stat_w} | ({console} if console is not None else set()))
         linux.unshare(linux.CLONE_NEWPID)
         go_r, go_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(go_w)
             os.close(stat_w)
-            _container_main(spec, go_r, err_w, slave)
+            _container_main(spec, go_r, err_w, console)
         os.close(go_r)
         os.close(err_w)
-        if slave is not None:
-            os.close(slave)
+        if console is not None:
+            os.close(console)
         if cgroup is not None:
             cgroup.add(pid)
         os.write(stat_w, struct.pack("q", pid))
@@ -178,10 +209,10 @@ def run(
     included: `.errno` ENOENT for a command not found)."""
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     stat_r, stat_w = os.pipe2(os.O_CLOEXEC)
-    master = slave = None
-    if spec.tty:
-        master, slave = os.openpty()
-        os.set_inheritable(slave, True)
+    master = None
+    ours = theirs = None
+    if spec.tty:  # the container makes its terminal and sends us the master end
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sys.stdout.flush()
     sys.stderr.flush()
     # the children never collect: a collection would touch, and so copy, the whole heap
@@ -191,13 +222,11 @@ def run(
         gc.disable()
         os.close(err_r)
         os.close(stat_r)
-        if master is not None:
-            os.close(master)
-        _relay_main(spec, cgroup, err_w, stat_w, slave)
+        _relay_main(spec, cgroup, err_w, stat_w, theirs.fileno() if theirs else None)
     os.close(err_w)
     os.close(stat_w)
-    if slave is not None:
-        os.close(slave)
+    if theirs is not None:
+        theirs.close()
     raw_pid = _read_exact(stat_r, 8)
     pid = struct.unpack("q", raw_pid)[0] if len(raw_pid) == 8 else 0
     forward = _Forwarder(pid)
@@ -208,7 +237,12 @@ def run(
             raise _decode_error(failure)
         if on_start and pid:
             on_start(pid)
-        if master is not None:
+        if ours is not None:
+            _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+            ours.close()
+            if not fds:
+                raise SandboxError("console", detail="the container sent no terminal")
+            master = fds[0]
             _pump_terminal(master, pid)
         os.waitpid(relay, 0)
         raw = _read_exact(stat_r, 8)
@@ -263,7 +297,6 @@ class _Forwarder:
 
 def _pump_terminal(master: int, pid: int) -> None:
     """Copy between our terminal and the container's pty in raw mode; follow window size."""
-    import termios
     import tty
 
     stdin = sys.stdin.fileno()
@@ -271,11 +304,14 @@ def _pump_terminal(master: int, pid: int) -> None:
     interactive = os.isatty(stdin)
     saved = termios.tcgetattr(stdin) if interactive else None
 
+    sized = next((fd for fd in (stdin, stdout, sys.stderr.fileno()) if os.isatty(fd)), None)
+
     def resize(*_: object) -> None:
-        if interactive:
+        """The container's terminal takes the size of ours (stdin's, else stdout's)."""
+        if sized is not None:
             import fcntl
 
-            size = fcntl.ioctl(stdin, termios.TIOCGWINSZ, b"\0" * 8)
+            size = fcntl.ioctl(sized, termios.TIOCGWINSZ, b"\0" * 8)
             fcntl.ioctl(master, termios.TIOCSWINSZ, size)
 
     resize()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -304,10 +305,21 @@ def test_nothing_left_after_runs_and_after_sigkill(busybox: str, store: Store) -
 
 
 def test_terminal(busybox: str) -> None:
-    # -t gives the container a real pty: a terminal on stdin, and the size follows ours
-    r = imgtool("run", "--rm", "-t", busybox, "sh", "-c", "test -t 0 && echo tty; stty size")
+    # -t gives the container a terminal of its own devpts (so ttyname() works inside)
+    r = imgtool("run", "--rm", "-t", busybox, "sh", "-c", "test -t 0 && echo tty; tty")
     assert r.code == 0, r.err
-    assert "tty" in r.out
+    assert "tty" in r.out and "/dev/pts/0" in r.out
+    if shutil.which("script"):  # under a real terminal, the size follows ours from the start
+        cmd = f"stty cols 123 rows 45; {sys.executable} -m imgtool run --rm -it {busybox} stty size"
+        out = subprocess.run(
+            ["script", "-qc", cmd, "/dev/null"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        ).stdout
+        assert "45 123" in out, out
 
 
 def test_many_layers_still_mount(tmp_path: Path) -> None:
