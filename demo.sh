@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . ./.ci/lib.sh
 
-install_debian docker-registry skopeo busybox-static ca-certificates curl
+install_debian docker-registry skopeo busybox-static ca-certificates curl nftables iproute2
 install_imgtool
 
 work=$(mktemp -d /tmp/imgtool-demo.XXXXXX)
@@ -66,10 +66,19 @@ if [ "$(id -u)" -eq 0 ]; then
   run imgtool run --rm busybox sh -c 'echo "hello from $(hostname), PID $$"; id; ls /'
   run imgtool run --rm -m 64m --pids-limit 50 -e GREETING=hi -w /srv -u app busybox \
     sh -c 'echo "$GREETING from $(pwd) as $(id -un)"'
+  web_port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  run imgtool run -d --name demo-web -p "127.0.0.1:$web_port:80" busybox \
+    sh -c 'mkdir -p /www && echo "hello from a container" > /www/index.html && exec httpd -f -p 80 -h /www'
+  sleep 0.5
+  run curl -s "http://127.0.0.1:$web_port/"
+  run imgtool run --rm busybox wget -qO- http://demo-web/
+  run imgtool network ls
+  run imgtool rm -f demo-web
   run imgtool run -d --name demo-sleeper busybox sleep 30
   run imgtool ps
   run imgtool stop -t 1 demo-sleeper
   run imgtool rm demo-sleeper
+  run imgtool network rm
 fi
 if [ "$(id -u)" -eq 0 ]; then
   echo

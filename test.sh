@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 . ./.ci/lib.sh
 
 install_debian docker-registry skopeo oci-image-tool umoci busybox-static ca-certificates \
-  debootstrap runc buildah
+  debootstrap runc buildah nftables iproute2
 install_imgtool test
 
 echo "== ruff"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -181,4 +182,24 @@ class Containers:
                 live.add(rec.id)
         for d in cgroups.stale(live):
             cgroups.remove_dir(d)
+        self._reap_networks(live)
         return cleaned
+
+    def _reap_networks(self, live: set[str]) -> None:
+        """Namespaces, veths, NAT rules and addresses of bridge containers that are gone."""
+        netns_dir = Path("/var/run/netns")
+        if not netns_dir.is_dir() or not any(
+            n.startswith("imgtool-") for n in os.listdir(netns_dir)
+        ):
+            return
+        from imgtool.network import ipam, links, nat  # pyroute2 only when there is work
+
+        for short in links.stale(live):
+            with contextlib.suppress(Exception):
+                nat.unpublish(short)
+                links.remove(short)
+        with contextlib.suppress(OSError):
+            state = ipam.Ipam(self.root.parent).entries()
+            for owner in state.values():
+                if owner.get("id") not in live:
+                    ipam.Ipam(self.root.parent).free(owner["id"])

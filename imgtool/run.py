@@ -37,7 +37,7 @@ class RunOptions:
     volumes: list[str] = field(default_factory=list)
     hostname: str | None = None
     name: str = ""
-    network: str = "none"
+    network: str = "bridge"
     limits: Limits = field(default_factory=Limits)
     rm: bool = False
     detach: bool = False
@@ -46,6 +46,8 @@ class RunOptions:
     init: bool = False
     read_only: bool = False
     platform: oci.Platform | None = None
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
 
 
 class RunError(ImgtoolError):
@@ -112,10 +114,9 @@ def _etc_files(cdir: Path, hostname: str, network: str) -> dict[str, str]:
         hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
         hostname = os.uname().nodename
     else:
-        hosts = (
-            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{hostname}\n"
-        )
+        hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        if network != "bridge":  # on the bridge the name maps to the container's address
+            hosts += f"127.0.1.1\t{hostname}\n"
     resolv = ""
     with contextlib.suppress(OSError):
         resolv = Path("/etc/resolv.conf").read_text()
@@ -132,8 +133,11 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
     config = dict(image.config.config)
     argv = argv_for(config, opts)
     mounts = [parse_volume(v) for v in opts.volumes]
-    if opts.network not in ("none", "host"):
-        raise RunError(f"unsupported network {opts.network!r}: use none or host")
+    if opts.network not in ("none", "host", "bridge"):
+        raise RunError(f"unsupported network {opts.network!r}: use bridge, none or host")
+    if (opts.publish or opts.publish_all) and opts.network != "bridge":
+        raise RunError("-p/-P need --network bridge")
+    ports = _ports(opts, config, store)
     if opts.detach and opts.tty:
         raise RunError("-d with -t is not supported: attach is not implemented")
     layers = LayerStore(store)
@@ -142,6 +146,8 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
     containers.reap_stale()
     rec = containers.create(opts.name, image.name, image.digest, argv, opts.rm, opts.detach)
     rec.extra["layers"] = diff_ids  # gc keeps what a container stands on
+    if ports:
+        rec.extra["ports"] = [p.__dict__ for p in ports]
     containers.save(rec)
     cdir = containers.dir(rec.id)
     hostname = opts.hostname or rec.short_id
@@ -168,6 +174,77 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
     return rec, spec
 
 
+def _ports(opts: RunOptions, config: dict, store: Store) -> list:
+    if not (opts.publish or opts.publish_all):
+        return []
+    from imgtool.network import nat
+
+    containers = Containers(store.root)
+    taken = {
+        (p["host_port"], p["proto"]): r.name
+        for r in containers.list()
+        if containers.is_running(r)
+        for p in r.extra.get("ports", [])
+    }
+    ports = [p for text in opts.publish for p in nat.parse_publish(text)]
+    if opts.publish_all:
+        for exposed in config.get("ExposedPorts") or {}:
+            port, _, proto = exposed.partition("/")
+            ports += nat.parse_publish(f"{port}/{proto or 'tcp'}")
+    for p in ports:
+        if (p.host_port, p.proto) in taken:
+            raise RunError(
+                f"port {p.host_port}/{p.proto} is already published by container "
+                f"{taken[(p.host_port, p.proto)]}"
+            )
+        nat.check_free(p)
+    return ports
+
+
+def _attach_network(store: Store, rec: Record, spec: SandboxSpec) -> None:
+    """Bridge networking: an address, a namespace wired to imgtool0, published ports, and
+    /etc/hosts entries both ways with the other containers on the bridge."""
+    from imgtool.network import ipam, links, nat
+
+    net = ipam.subnet()
+    gw = ipam.gateway(net)
+    containers = Containers(store.root)
+    live = {r.id for r in containers.list() if containers.is_running(r) or r.id == rec.id}
+    address = ipam.Ipam(store.root).allocate(rec.id, rec.name, live)
+    rec.extra["address"] = str(address)
+    links.ensure_bridge(net, gw)
+    nat.ensure_table(net)
+    spec.netns = links.create(rec.id, address, net, gw)
+    ports = [nat.Port(**p) for p in rec.extra.get("ports", [])]
+    nat.publish(rec.id, address, ports)
+    hosts = Path(spec.etc_files["/etc/hosts"])
+    others = [
+        (ip, o["name"])
+        for ip, o in ipam.Ipam(store.root).entries().items()
+        if o.get("id") != rec.id
+    ]
+    with open(hosts, "a") as f:
+        f.write(f"{address}\t{spec.hostname} {rec.name}\n")
+        for ip, name in others:
+            f.write(f"{ip}\t{name}\n")
+    for other in containers.list():  # the others learn this one's name (in place: bind mounts)
+        if other.id != rec.id and other.extra.get("address"):
+            with contextlib.suppress(OSError), open(containers.dir(other.id) / "hosts", "a") as f:
+                f.write(f"{address}\t{rec.name}\n")
+
+
+def _detach_network(store: Store, rec: Record) -> None:
+    from imgtool.network import ipam, links, nat
+
+    if rec.extra.get("ports"):
+        with contextlib.suppress(ImgtoolError, OSError):
+            nat.unpublish(rec.id)
+    with contextlib.suppress(Exception):
+        links.remove(rec.id)
+    with contextlib.suppress(OSError):
+        ipam.Ipam(store.root).free(rec.id)
+
+
 def execute(
     store: Store, rec: Record, spec: SandboxSpec, started: callable | None = None
 ) -> runner.Outcome:  # type: ignore[valid-type]
@@ -183,6 +260,9 @@ def execute(
 
     try:
         cgroup.create()
+        if spec.network == "bridge":
+            _attach_network(store, rec, spec)
+            containers.save(rec)
         outcome = runner.run(spec, rec.id, on_start, cgroup)
     except SandboxError as e:
         rec.status, rec.exit_code, rec.finished = "exited", _status_of(e), time.time()
@@ -190,6 +270,8 @@ def execute(
         raise _explain(e, spec) from None
     finally:
         cgroup.destroy()
+        if spec.network == "bridge":
+            _detach_network(store, rec)
         if rec.auto_remove:
             containers.remove(rec)
     rec.status, rec.exit_code, rec.finished = "exited", outcome.status, time.time()

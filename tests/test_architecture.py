@@ -16,7 +16,7 @@ FLOORS = {
     # L1 streams
     **dict.fromkeys(["compression", "verify", "atomic"], 1),
     # L2 mechanisms: disk, network, syscalls
-    **dict.fromkeys(["store", "registry", "layer", "sandbox", "containers"], 2),
+    **dict.fromkeys(["store", "registry", "layer", "sandbox", "containers", "network"], 2),
     # L3 engines
     **dict.fromkeys(
         ["pull", "push", "inspect", "login", "run", "cleanup", "sources", "analyze", "build"], 3
@@ -33,6 +33,7 @@ THIRD_PARTY = {
     "zstandard": {"compression"},
     "click": {"cli"},
     "cryptography": set(),
+    "pyroute2": {"network"},
 }
 
 

@@ -35,6 +35,7 @@ COMMANDS = {
     "diff": "size",
     "check": "size",
     "build": "build",
+    "network": "network",
 }
 
 

@@ -24,7 +24,11 @@ from imgtool.cli.common import store_of
 @click.option("-u", "--user", help="name|uid[:group|gid], resolved in the image.")
 @click.option("-v", "--volume", multiple=True, help="/host/path:/container/path[:ro].")
 @click.option("--hostname", help="The container's host name.")
-@click.option("--network", default="none", show_default=True, help="none or host.")
+@click.option("--network", default="bridge", show_default=True, help="bridge, none or host.")
+@click.option(
+    "-p", "--publish", multiple=True, help="[ip:]hostport:containerport[/tcp|udp] (bridge network)."
+)
+@click.option("-P", "--publish-all", is_flag=True, help="Publish every EXPOSEd port.")
 @click.option("-m", "--memory", help="Memory limit (e.g. 256m, 1g).")
 @click.option("--cpus", type=float, help="CPU limit in CPUs (e.g. 1.5).")
 @click.option("--pids-limit", type=int, help="Maximum number of processes.")
@@ -62,6 +66,8 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -
         init=bool(o["init"]),
         read_only=bool(o["read_only"]),
         platform=oci.Platform.parse(str(o["platform"])) if o["platform"] else None,
+        publish=list(o["publish"]),  # type: ignore[arg-type]
+        publish_all=bool(o["publish_all"]),
     )
     store = store_of(ctx)
     try:

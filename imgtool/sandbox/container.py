@@ -46,7 +46,9 @@ def _guard(step: str, path: str, fn: Callable[[], None]) -> None:
 
 
 def unshare_namespaces(spec: SandboxSpec) -> None:
-    flags = NS_FLAGS | (0 if spec.network == "host" else linux.CLONE_NEWNET)
+    if spec.network == "bridge":  # its network namespace was made and wired beforehand
+        linux.setns(spec.netns, linux.CLONE_NEWNET)
+    flags = NS_FLAGS | (0 if spec.network in ("host", "bridge") else linux.CLONE_NEWNET)
     if spec.network == "host":
         flags &= ~linux.CLONE_NEWUTS  # the host's network keeps the host's name, as in docker
     linux.unshare(flags)

@@ -103,7 +103,8 @@ class SandboxSpec:
     cwd: str = "/"
     user: str = ""  # as in the image config: "", "name", "uid", "uid:gid", "name:group"
     hostname: str = "imgtool"
-    network: str = "none"  # none | host
+    network: str = "none"  # none | host | bridge (then `netns` names the namespace to join)
+    netns: str = ""
     mounts: list[BindMount] = field(default_factory=list)
     etc_files: dict[str, str] = field(default_factory=dict)  # /etc/hosts etc -> host file
     limits: Limits = field(default_factory=Limits)

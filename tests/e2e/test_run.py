@@ -115,7 +115,7 @@ def test_capabilities_and_no_new_privs(busybox: str) -> None:
 
 
 def test_network_none_and_host(busybox: str) -> None:
-    r = sh(busybox, "ls /sys/class/net")
+    r = sh(busybox, "ls /sys/class/net", "--network", "none")
     assert r.out.split() == ["lo"]
     r = sh(busybox, "cat /proc/net/dev | tail -n +3 | cut -d: -f1", "--network", "host")
     assert len(r.out.split()) >= 2  # the host's interfaces
@@ -300,6 +300,8 @@ def test_nothing_left_after_runs_and_after_sigkill(busybox: str, store: Store) -
     assert imgtool("ps", "-a").code == 0  # the next command cleans up
     assert list((store.root / "containers").iterdir()) == []
     assert not [d for d in cgroups.stale(set()) if d.name == state["id"]]
+    assert not Path(f"/var/run/netns/imgtool-{state['id'][:12]}").exists()  # bridge netns
+    assert f"imgv{state['id'][:11]}" not in Path("/proc/net/dev").read_text()
     mounts = Path("/proc/self/mountinfo").read_text()
     assert state["id"] not in mounts
 
