@@ -206,3 +206,14 @@ def test_nothing_left_and_network_rm(busybox: str) -> None:
     assert r.code == 0 and not links.bridge_exists()
     r = subprocess.run(["nft", "list", "table", "ip", "imgtool"], capture_output=True)
     assert r.returncode != 0
+
+
+def test_subnet_overlapping_a_host_route_is_refused(busybox: str, outside: str) -> None:
+    # the outside fixture routes 10.250.0.0/24 on this host
+    r = imgtool("run", "--rm", busybox, "true", env={"IMGTOOL_SUBNET": "10.250.0.0/24"})
+    assert r.code == 125 and "overlaps the host route 10.250.0.0/24" in r.err
+    assert [
+        n
+        for n in os.listdir("/var/run/netns")
+        if n.startswith("imgtool-") and not n.startswith("imgtool-test")
+    ] == []
