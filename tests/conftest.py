@@ -187,3 +187,29 @@ def hub(plain_registry: Registry, isolated_env: Path) -> Registry:
         f'[[registry.mirror]]\nlocation = "{plain_registry.host}"\ninsecure = true\n'
     )
     return plain_registry
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_on_the_host() -> Iterator[None]:
+    """After the whole suite: no container namespace, veth or NAT rule may be left; then the
+    bridge and imgtool's nftables table, which the suite's containers made, are removed."""
+    yield
+    if os.geteuid() != 0:
+        return
+    netns = Path("/var/run/netns")
+    left = [
+        n
+        for n in (os.listdir(netns) if netns.is_dir() else [])
+        if n.startswith("imgtool-") and not n.startswith("imgtool-test")
+    ]
+    left += [
+        w.rstrip(":") for w in Path("/proc/net/dev").read_text().split() if w.startswith("imgv")
+    ]
+    if shutil.which("nft"):
+        from imgtool.network import links, nat
+
+        left += [comment for _, _, comment in nat.rules_of()]
+        if not left:
+            nat.remove_table()
+            links.remove_bridge()
+    assert not left, f"the suite left these behind: {left}"
