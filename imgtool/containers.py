@@ -148,9 +148,8 @@ class Containers:
         return rec.status == "running" and alive(rec.pid, rec.pid_start)
 
     def remove(self, rec: Record) -> None:
-        for d in cgroups.stale(set()):
-            if d.name == rec.id:
-                cgroups.remove_dir(d)
+        for d in cgroups.dirs_of(rec.id):
+            cgroups.remove_dir(d)
         shutil.rmtree(self.dir(rec.id), ignore_errors=True)
 
     def reap_stale(self) -> list[str]:
@@ -182,10 +181,10 @@ class Containers:
                 live.add(rec.id)
         for d in cgroups.stale(live):
             cgroups.remove_dir(d)
-        self._reap_networks(live)
+        self._reap_networks()
         return cleaned
 
-    def _reap_networks(self, live: set[str]) -> None:
+    def _reap_networks(self) -> None:
         """Namespaces, veths, NAT rules and addresses of bridge containers that are gone."""
         netns_dir = Path("/var/run/netns")
         if not netns_dir.is_dir() or not any(
@@ -194,12 +193,11 @@ class Containers:
             return
         from imgtool.network import ipam, links, nat  # pyroute2 only when there is work
 
-        for short in links.stale(live):
+        for short in links.stale():
             with contextlib.suppress(Exception):
                 nat.unpublish(short)
                 links.remove(short)
-        with contextlib.suppress(OSError):
-            state = ipam.Ipam(self.root.parent).entries()
-            for owner in state.values():
-                if owner.get("id") not in live:
-                    ipam.Ipam(self.root.parent).free(owner["id"])
+            with contextlib.suppress(OSError):
+                for owner in ipam.Ipam().entries().values():
+                    if owner.get("id", "").startswith(short):
+                        ipam.Ipam().free(owner["id"])

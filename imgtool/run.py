@@ -209,20 +209,16 @@ def _attach_network(store: Store, rec: Record, spec: SandboxSpec) -> None:
     net = ipam.subnet()
     gw = ipam.gateway(net)
     containers = Containers(store.root)
-    live = {r.id for r in containers.list() if containers.is_running(r) or r.id == rec.id}
-    address = ipam.Ipam(store.root).allocate(rec.id, rec.name, live)
+    address = ipam.Ipam().allocate(rec.id, rec.name)
     rec.extra["address"] = str(address)
-    links.ensure_bridge(net, gw)
-    nat.ensure_table(net)
+    with links.setup_lock():  # the bridge and the table are the host's: one maker at a time
+        links.ensure_bridge(net, gw)
+        nat.ensure_table(net)
     spec.netns = links.create(rec.id, address, net, gw)
     ports = [nat.Port(**p) for p in rec.extra.get("ports", [])]
     nat.publish(rec.id, address, ports)
     hosts = Path(spec.etc_files["/etc/hosts"])
-    others = [
-        (ip, o["name"])
-        for ip, o in ipam.Ipam(store.root).entries().items()
-        if o.get("id") != rec.id
-    ]
+    others = [(ip, o["name"]) for ip, o in ipam.Ipam().entries().items() if o.get("id") != rec.id]
     with open(hosts, "a") as f:
         f.write(f"{address}\t{spec.hostname} {rec.name}\n")
         for ip, name in others:
@@ -242,7 +238,7 @@ def _detach_network(store: Store, rec: Record) -> None:
     with contextlib.suppress(Exception):
         links.remove(rec.id)
     with contextlib.suppress(OSError):
-        ipam.Ipam(store.root).free(rec.id)
+        ipam.Ipam().free(rec.id)
 
 
 def execute(

@@ -18,9 +18,8 @@ def network() -> None:
 def _state(ctx: click.Context) -> dict:
     from imgtool.network import ipam, links, nat
 
-    store = store_of(ctx)
     net = ipam.subnet()
-    entries = ipam.Ipam(store.root).entries()
+    entries = ipam.Ipam().entries()
     return {
         "name": links.BRIDGE,
         "subnet": str(net),

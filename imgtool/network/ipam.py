@@ -8,6 +8,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,9 +37,14 @@ def gateway(net: ipaddress.IPv4Network) -> ipaddress.IPv4Address:
     return net.network_address + 1
 
 
+STATE_DIR = Path(os.environ.get("IMGTOOL_NETWORK_STATE", "/run/imgtool/network"))
+
+
 class Ipam:
-    def __init__(self, root: Path) -> None:
-        self.dir = root / "network"
+    """One record for the host: the bridge is the host's, whichever store a container is in."""
+
+    def __init__(self) -> None:
+        self.dir = STATE_DIR
         self.path = self.dir / "ipam.json"
 
     @contextlib.contextmanager
@@ -56,16 +62,19 @@ class Ipam:
         finally:
             os.close(fd)
 
-    def allocate(self, cid: str, name: str, live: set[str]) -> ipaddress.IPv4Address:
+    def allocate(self, cid: str, name: str) -> ipaddress.IPv4Address:
+        from imgtool.network import links
+
         net = subnet()
         with self._locked() as state:
             for ip, owner in list(state.items()):
-                if owner.get("id") not in live:
+                young = time.time() - owner.get("since", 0) < links.GRACE_SECONDS
+                if not young and not links.in_use(owner.get("id", "")):
                     del state[ip]  # a container that is gone keeps no address
             for host in net.hosts():
                 if host == gateway(net) or str(host) in state:
                     continue
-                state[str(host)] = {"id": cid, "name": name}
+                state[str(host)] = {"id": cid, "name": name, "since": time.time()}
                 return host
         raise NetworkError(f"no free address left in {net}")
 

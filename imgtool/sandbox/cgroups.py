@@ -149,17 +149,32 @@ def remove_dir(d: Path) -> None:
             time.sleep(0.01 * (attempt + 1))
 
 
+def _bases() -> list[Path]:
+    if version() == 2:
+        return [CGROUP_ROOT / PARENT]
+    return [CGROUP_ROOT / c / PARENT for c in ("memory", "pids", "cpu", "cpu,cpuacct")]
+
+
+def dirs_of(cid: str) -> list[Path]:
+    """The cgroup directories of one container, wherever they exist."""
+    return [b / cid for b in _bases() if (b / cid).is_dir()]
+
+
+def is_empty(d: Path) -> bool:
+    try:
+        return not (d / "cgroup.procs").read_text().split()
+    except OSError:
+        return True
+
+
 def stale(live: set[str]) -> list[Path]:
-    """Container cgroups whose container is not in `live`."""
-    bases = (
-        [CGROUP_ROOT / PARENT]
-        if version() == 2
-        else [CGROUP_ROOT / c / PARENT for c in ("memory", "pids", "cpu", "cpu,cpuacct")]
-    )
+    """Container cgroups whose container is not in `live` and that hold no process. Another
+    store's containers share the hierarchy: a cgroup with processes is someone's, never ours
+    to clean."""
     out = []
-    for b in bases:
+    for b in _bases():
         if b.is_dir() and not b.is_symlink():
-            out += [d for d in b.iterdir() if d.is_dir() and d.name not in live]
+            out += [d for d in b.iterdir() if d.is_dir() and d.name not in live and is_empty(d)]
     return out
 
 

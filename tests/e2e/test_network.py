@@ -217,3 +217,39 @@ def test_subnet_overlapping_a_host_route_is_refused(busybox: str, outside: str) 
         for n in os.listdir("/var/run/netns")
         if n.startswith("imgtool-") and not n.startswith("imgtool-test")
     ] == []
+
+
+def test_two_first_runs_at_once_share_one_bridge(busybox: str) -> None:
+    import sys
+
+    from tests.conftest import REPO
+
+    imgtool("network", "rm")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "imgtool",
+                "run",
+                "--rm",
+                busybox,
+                "sh",
+                "-c",
+                "ip -4 addr show eth0 | grep -o 'inet [0-9.]*'",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    addresses = [o.strip() for o, _ in outs]
+    assert len(set(addresses)) == 3, addresses  # never the same address twice
+    out = subprocess.run(
+        ["nft", "list", "table", "ip", "imgtool"], capture_output=True, text=True
+    ).stdout
+    assert out.count("masquerade") == 2  # the table was made once

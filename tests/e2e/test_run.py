@@ -351,3 +351,16 @@ def test_gc_removes_unpacked_layers_no_image_uses(busybox: str, store: Store) ->
     r = imgtool("gc")
     assert r.code == 0 and "1 unpacked layers" in r.out
     assert list((store.root / "layers" / "sha256").iterdir()) == []
+
+
+def test_another_store_never_reaps_a_live_container(busybox: str, tmp_path: Path) -> None:
+    """cgroups, namespaces and addresses are the host's: a command on another store must not
+    take a running container for a stale one."""
+    r = imgtool("run", "-d", "--name", "keeper", busybox, "sleep", "30")
+    assert r.code == 0, r.err
+    other = tmp_path / "other-store"
+    assert imgtool("--root", str(other), "ps", "-a").code == 0
+    assert imgtool("--root", str(other), "run", "--rm", busybox, "true").code != 0  # no image
+    r = imgtool("ps")
+    assert "keeper" in r.out and "Up" in r.out
+    assert imgtool("rm", "-f", "keeper").code == 0
