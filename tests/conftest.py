@@ -74,6 +74,14 @@ def imgtool(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def spawn(*args: str, capture: bool = True) -> subprocess.Popen:
+    """Start the CLI in the background, as a user's second terminal would."""
+    pipe = subprocess.PIPE if capture else None
+    return subprocess.Popen(
+        [sys.executable, "-m", "imgtool", *args], cwd=REPO, stdout=pipe, stderr=pipe, text=True
+    )
+
+
 @pytest.fixture(scope="session")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """OCI layouts made from Debian's busybox-static (and a multi-platform index)."""

@@ -60,6 +60,7 @@ class Builder(RunSteps, CopySteps, CacheSteps):
         self.results: dict[int, ImageState] = {}
         self.rootfs_cache: dict[str, Path] = {}
         self.steps = self.cached = 0
+        self.unpacked: set[str] = set()  # diff_ids known to be unpacked in this build
         self.file_label = ""
         ignore = opts.context / ".dockerignore"
         patterns = dockerignore.read_ignore_file(ignore.read_text()) if ignore.exists() else []

@@ -118,9 +118,10 @@ class RunSteps:
         raise BuildError(f"unsupported --mount type {kind!r}")
 
     def _lower_names(self, state: ImageState) -> list[str]:
-        self.layers.unpack_layers(
-            [(x.digest, x.size, x.media_type, x.diff_id) for x in state.layers]
-        )
+        # called for every lookup in the lower layers: check each layer on disk once per build
+        todo = [x for x in state.layers if x.diff_id not in self.unpacked]
+        self.layers.unpack_layers([(x.digest, x.size, x.media_type, x.diff_id) for x in todo])
+        self.unpacked.update(x.diff_id for x in todo)
         return [f"l/{self.layers.short_name(x.diff_id)}" for x in state.layers]
 
     def _execute_run(

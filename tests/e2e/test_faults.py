@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imgtool.store import Store
-from tests.conftest import REPO, imgtool
+from tests.conftest import imgtool, spawn
 from tests.e2e.test_pull import verify_store
 from tests.support.proxy import FaultProxy
 from tests.support.registry import Registry, free_port
@@ -108,14 +106,7 @@ def test_killed_pull_leaves_no_visible_blob_and_rerun_resumes(
     proxy: FaultProxy, store: Store
 ) -> None:
     proxy.blob_rate = 200_000  # bytes/s: the 1 MB layer takes about 5 s
-    env = {**os.environ}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgtool", "pull", f"{proxy.host}/library/busybox"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn("pull", f"{proxy.host}/library/busybox")
     ingest = store.root / "ingest"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -141,12 +132,7 @@ def test_killed_pull_leaves_no_visible_blob_and_rerun_resumes(
 def test_two_pulls_at_once(plain_registry: Registry, store: Store) -> None:
     host = plain_registry.host
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "imgtool", "pull", f"{host}/{name}"],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        spawn("pull", f"{host}/{name}")
         for name in ("library/busybox", "team/app:1.0", "library/busybox")
     ]
     for p in procs:

@@ -16,7 +16,7 @@ import pytest
 
 from imgtool.network import links, nat
 from imgtool.store import Store
-from tests.conftest import imgtool
+from tests.conftest import imgtool, spawn
 from tests.support.registry import Registry, free_port
 
 pytestmark = [
@@ -220,29 +220,9 @@ def test_subnet_overlapping_a_host_route_is_refused(busybox: str, outside: str) 
 
 
 def test_two_first_runs_at_once_share_one_bridge(busybox: str) -> None:
-    import sys
-
-    from tests.conftest import REPO
-
     imgtool("network", "rm")
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "imgtool",
-                "run",
-                "--rm",
-                busybox,
-                "sh",
-                "-c",
-                "ip -4 addr show eth0 | grep -o 'inet [0-9.]*'",
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        spawn("run", "--rm", busybox, "sh", "-c", "ip -4 addr show eth0 | grep -o 'inet [0-9.]*'")
         for _ in range(3)
     ]
     outs = [p.communicate(timeout=60) for p in procs]

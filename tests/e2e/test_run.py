@@ -16,7 +16,7 @@ import pytest
 
 from imgtool.sandbox import cgroups
 from imgtool.store import Store
-from tests.conftest import REPO, imgtool
+from tests.conftest import REPO, imgtool, spawn
 from tests.support.registry import Registry
 
 pytestmark = [
@@ -223,22 +223,13 @@ def test_init_reaps_zombies(busybox: str) -> None:
 
 
 def test_signals_reach_the_container(busybox: str) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imgtool",
-            "run",
-            "--rm",
-            busybox,
-            "sh",
-            "-c",
-            "trap 'echo got TERM; exit 42' TERM; echo ready; while true; do sleep 0.1; done",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = spawn(
+        "run",
+        "--rm",
+        busybox,
+        "sh",
+        "-c",
+        "trap 'echo got TERM; exit 42' TERM; echo ready; while true; do sleep 0.1; done",
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -279,9 +270,7 @@ def test_detached_ps_logs_stop_rm(busybox: str, store: Store) -> None:
 def test_nothing_left_after_runs_and_after_sigkill(busybox: str, store: Store) -> None:
     assert sh(busybox, "true").code == 0
     assert list((store.root / "containers").iterdir()) == []
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgtool", "run", "--rm", busybox, "sleep", "60"], cwd=REPO
-    )
+    proc = spawn("run", "--rm", busybox, "sleep", "60", capture=False)
     deadline = time.monotonic() + 20
     state = None
     while time.monotonic() < deadline:
