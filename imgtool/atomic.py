@@ -1,9 +1,12 @@
-"""Whole-file writes that readers see entirely or not at all (temporary file, fsync, rename)."""
+"""Whole-file writes that readers see entirely or not at all (temporary file, fsync, rename),
+and the flock(2) that serialises read-modify-write of such files between processes."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -33,3 +36,14 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def flocked(path: Path | str, exclusive: bool = True) -> Iterator[None]:
+    """Hold an flock on `path` (created if missing; its directory must exist) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgtool.atomic import atomic_write
+from imgtool.atomic import atomic_write, flocked
 from imgtool.errors import ImgtoolError
-from imgtool.sandbox import cgroups
+from imgtool.sandbox import cgroups, liveness
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
@@ -84,6 +84,18 @@ class Containers:
         detached: bool,
     ) -> Record:
         self.root.mkdir(parents=True, exist_ok=True)
+        with flocked(self.root.parent / "containers.lock"):  # one name, one container
+            return self._create(name, image, image_digest, command, auto_remove, detached)
+
+    def _create(
+        self,
+        name: str,
+        image: str,
+        image_digest: str,
+        command: list[str],
+        auto_remove: bool,
+        detached: bool,
+    ) -> Record:
         cid = secrets.token_hex(32)
         if name:
             if not NAME_RE.match(name):
@@ -154,34 +166,43 @@ class Containers:
 
     def reap_stale(self) -> list[str]:
         """Finish what a killed imgtool left: records of dead containers, their cgroups, and
-        the directories of --rm containers. Returns the ids cleaned."""
+        the directories of --rm containers. Returns the ids cleaned.
+
+        A container whose liveness lock is held belongs to a living imgtool (a run, or the
+        monitor of a detached one), which records its end itself: it is never touched here."""
         cleaned = []
         live = set()
         for rec in self.list():
-            if rec.status == "running" and not self.is_running(rec):
-                if rec.monitor_pid and alive(rec.monitor_pid, rec.extra.get("monitor_start", "")):
-                    live.add(rec.id)
-                    continue  # the monitor is about to record the exit
+            if liveness.held(rec.id):
+                live.add(rec.id)
+                continue
+            try:  # read again: its owner may have recorded the end, and let go, just now
+                rec = self.load(rec.id)
+            except ContainerNotFound:
+                continue
+            if self.is_running(rec):  # its imgtool was killed; PDEATHSIG is taking it down
+                live.add(rec.id)
+            elif rec.status == "running":
                 rec.status, rec.finished = "exited", time.time()
                 if rec.exit_code is None:
                     rec.exit_code = 137
-                self.save(rec)
                 cleaned.append(rec.id)
+                with contextlib.suppress(OSError):  # another command may be reaping it too
+                    self.save(rec)
                 if rec.auto_remove:
                     self.remove(rec)
-                    continue
-            if rec.status == "created":
+            elif rec.status == "created":
                 if time.time() - rec.created > 60:
                     self.remove(rec)  # never started: a run that died before its container
                     cleaned.append(rec.id)
                 else:
                     live.add(rec.id)  # another imgtool is starting it right now
-                continue
-            if self.is_running(rec):
-                live.add(rec.id)
         for d in cgroups.stale(live):
-            cgroups.remove_dir(d)
+            if not liveness.held(d.name):  # else it is a container of another store, starting
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # never kill here: a cgroup someone joins is not ours
         self._reap_networks()
+        liveness.sweep()
         return cleaned
 
     def _reap_networks(self) -> None:

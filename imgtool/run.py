@@ -19,7 +19,7 @@ from imgtool import oci
 from imgtool.containers import Containers, Record, alive, proc_start_time
 from imgtool.errors import ImgtoolError, SandboxError
 from imgtool.layer.unpacked import LayerStore
-from imgtool.sandbox import runner
+from imgtool.sandbox import liveness, runner
 from imgtool.sandbox.cgroups import Cgroup, Limits
 from imgtool.sandbox.spec import BindMount, SandboxSpec
 from imgtool.store import Store
@@ -254,27 +254,33 @@ def execute(
         if started:
             started(pid)
 
+    # from here on the container has host-wide things (a cgroup, a namespace, an address):
+    # every imgtool on the host must see it alive until they are gone and its end is recorded
+    liveness.hold(rec.id)
     try:
-        cgroup.create()
-        if spec.network == "bridge":
-            _attach_network(store, rec, spec)
+        try:
+            cgroup.create()
+            if spec.network == "bridge":
+                _attach_network(store, rec, spec)
+                containers.save(rec)
+            outcome = runner.run(spec, rec.id, on_start, cgroup)
+        except SandboxError as e:
+            rec.status, rec.exit_code, rec.finished = "exited", _status_of(e), time.time()
             containers.save(rec)
-        outcome = runner.run(spec, rec.id, on_start, cgroup)
-    except SandboxError as e:
-        rec.status, rec.exit_code, rec.finished = "exited", _status_of(e), time.time()
-        containers.save(rec)
-        raise _explain(e, spec) from None
+            raise _explain(e, spec) from None
+        finally:
+            cgroup.destroy()
+            if spec.network == "bridge":
+                _detach_network(store, rec)
+            if rec.auto_remove:
+                containers.remove(rec)
+        rec.status, rec.exit_code, rec.finished = "exited", outcome.status, time.time()
+        rec.oom_killed = outcome.oom_killed
+        if not rec.auto_remove:
+            containers.save(rec)
+        return outcome
     finally:
-        cgroup.destroy()
-        if spec.network == "bridge":
-            _detach_network(store, rec)
-        if rec.auto_remove:
-            containers.remove(rec)
-    rec.status, rec.exit_code, rec.finished = "exited", outcome.status, time.time()
-    rec.oom_killed = outcome.oom_killed
-    if not rec.auto_remove:
-        containers.save(rec)
-    return outcome
+        liveness.release(rec.id)
 
 
 def _status_of(e: SandboxError) -> int:
@@ -337,7 +343,6 @@ def _monitor(store: Store, rec: Record, spec: SandboxSpec, w: int, log: Path) ->
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         containers = Containers(store.root)
         rec.monitor_pid = os.getpid()
-        rec.extra["monitor_start"] = proc_start_time(os.getpid())
         containers.save(rec)
 
         def started(_: int) -> None:

@@ -25,7 +25,7 @@ from typing import BinaryIO
 from imgtool import mediatypes as mt
 from imgtool import oci
 from imgtool import reference as refs
-from imgtool.atomic import atomic_write, fsync_dir
+from imgtool.atomic import atomic_write, flocked, fsync_dir
 from imgtool.digest import Digest
 from imgtool.errors import (
     BlobNotFound,
@@ -51,16 +51,6 @@ def default_root() -> Path:
         return Path("/var/lib/imgtool")
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
     return Path(data) / "imgtool"
-
-
-@contextlib.contextmanager
-def _flock(path: Path, exclusive: bool) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -194,7 +184,7 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot create the store at {self.root}: {e.strerror}") from None
         header = self.root / "oci-layout"
-        with _flock(self.root / "locks" / "index.lock", exclusive=True):
+        with flocked(self.root / "locks" / "index.lock", exclusive=True):
             if header.exists():
                 oci.validate_layout_header(header.read_bytes())
             else:
@@ -208,7 +198,7 @@ class Store:
     def writing(self) -> Iterator[Store]:
         """Hold while adding blobs that are not named yet: keeps gc out until they are."""
         self.init()
-        with _flock(self.root / "locks" / "gc.lock", exclusive=False):
+        with flocked(self.root / "locks" / "gc.lock", exclusive=False):
             yield self
 
     # --- blobs ----------------------------------------------------------------------------
@@ -315,7 +305,7 @@ class Store:
             raise BlobNotFound(desc.digest)
         annotations = {**desc.annotations, oci.REF_NAME: name}
         new = desc.with_annotations(annotations)
-        with _flock(self.root / "locks" / "index.lock", exclusive=True):
+        with flocked(self.root / "locks" / "index.lock", exclusive=True):
             manifests = [d for d in self._read_index() if d.ref_name != name]
             manifests.append(new)
             self._write_index(manifests)
@@ -323,7 +313,7 @@ class Store:
     def add_unnamed(self, desc: oci.Descriptor) -> None:
         """List an image in index.json without a name (docker's <none>), once."""
         self.init()
-        with _flock(self.root / "locks" / "index.lock", exclusive=True):
+        with flocked(self.root / "locks" / "index.lock", exclusive=True):
             manifests = self._read_index()
             if not any(d.digest == desc.digest and not d.ref_name for d in manifests):
                 manifests.append(desc)
@@ -331,7 +321,7 @@ class Store:
 
     def remove_ref(self, name: str) -> oci.Descriptor:
         self.init()
-        with _flock(self.root / "locks" / "index.lock", exclusive=True):
+        with flocked(self.root / "locks" / "index.lock", exclusive=True):
             manifests = self._read_index()
             if name.startswith("sha256:"):  # an unnamed entry, by its digest
                 kept = [d for d in manifests if d.ref_name or d.digest != name]
@@ -450,7 +440,7 @@ class Store:
         Returns (digest, size) of what was (or, with dry_run, would be) removed."""
         self.init()
         removed: list[tuple[str, int]] = []
-        with _flock(self.root / "locks" / "gc.lock", exclusive=True):
+        with flocked(self.root / "locks" / "gc.lock", exclusive=True):
             keep = self.referenced()
             blobdir = self.root / "blobs" / "sha256"
             for p in sorted(blobdir.iterdir()):

@@ -4,7 +4,6 @@ the container ends (and reclaimed from containers that are gone)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -12,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from imgtool.atomic import atomic_write
+from imgtool.atomic import atomic_write, flocked
 from imgtool.errors import ImgtoolError
 
 DEFAULT_SUBNET = "10.89.0.0/24"
@@ -50,17 +49,13 @@ class Ipam:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, dict[str, str]]]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / "ipam.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.dir / "ipam.lock"):
             try:
                 state = json.loads(self.path.read_text())
             except (OSError, ValueError):
                 state = {}
             yield state
             atomic_write(self.path, json.dumps(state, indent=1).encode(), durable=False)
-        finally:
-            os.close(fd)
 
     def allocate(self, cid: str, name: str) -> ipaddress.IPv4Address:
         from imgtool.network import links
@@ -68,8 +63,7 @@ class Ipam:
         net = subnet()
         with self._locked() as state:
             for ip, owner in list(state.items()):
-                young = time.time() - owner.get("since", 0) < links.GRACE_SECONDS
-                if not young and not links.in_use(owner.get("id", "")):
+                if not links.in_use(owner.get("id", "")):
                     del state[ip]  # a container that is gone keeps no address
             for host in net.hosts():
                 if host == gateway(net) or str(host) in state:

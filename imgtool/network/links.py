@@ -8,12 +8,13 @@ joins it with setns(2) instead of making an empty one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import os
 from collections.abc import Iterator
 
+from imgtool.atomic import flocked
 from imgtool.network.ipam import NetworkError
+from imgtool.sandbox import liveness
 
 BRIDGE = "imgtool0"
 NETNS_DIR = "/var/run/netns"
@@ -34,12 +35,8 @@ def _host_veth(cid: str) -> str:
 @contextlib.contextmanager
 def setup_lock() -> Iterator[None]:
     os.makedirs("/run/lock", exist_ok=True)
-    fd = os.open("/run/lock/imgtool-network.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked("/run/lock/imgtool-network.lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def ensure_bridge(net: ipaddress.IPv4Network, gw: ipaddress.IPv4Address) -> None:
@@ -89,7 +86,6 @@ def create(
 
     name = netns_name(cid)
     host, peer = _host_veth(cid), f"imgp{cid[:11]}"
-    _hold(cid)
     netns.create(name)
     try:
         with IPRoute() as ip:
@@ -122,47 +118,14 @@ def remove(cid: str) -> None:
                 ip.link("del", index=idx)
     with contextlib.suppress(Exception):
         netns.remove(netns_name(cid))
-    _release(cid)
-
-
-GRACE_SECONDS = 60  # an address handed out a moment ago may not have its namespace yet
-LOCK_DIR = "/run/imgtool/network"
-_held: dict[str, int] = {}  # container id -> the lock its imgtool holds while it lives
-
-
-def _lock_path(cid: str) -> str:
-    return os.path.join(LOCK_DIR, f"{cid[:12]}.lock")
-
-
-def _hold(cid: str) -> None:
-    """The imgtool that runs a container (or its monitor) holds this lock as long as the
-    container lives: a SIGKILL of imgtool releases it, which is how the next command knows."""
-    os.makedirs(LOCK_DIR, exist_ok=True)
-    fd = os.open(_lock_path(cid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    _held[cid[:12]] = fd
-
-
-def _release(cid: str) -> None:
-    fd = _held.pop(cid[:12], None)
-    with contextlib.suppress(OSError):
-        os.unlink(_lock_path(cid))
-    if fd is not None:
-        os.close(fd)
 
 
 def in_use(cid: str) -> bool:
     """Whether a container still owns this namespace: its imgtool holds the lock, or a process
     is in it. Namespaces are the host's, shared by every store: liveness cannot come from one
     store's records."""
-    with contextlib.suppress(OSError):
-        fd = os.open(_lock_path(cid), os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+    if liveness.held(cid):
+        return True
     try:
         st = os.stat(netns_path(cid))
     except OSError:

@@ -161,11 +161,11 @@ def _relay_main(
             os.close(stat_w)
             _container_main(spec, go_r, err_w, console)
         os.close(go_r)
-        os.close(err_w)
         if console is not None:
             os.close(console)
         if cgroup is not None:
             cgroup.add(pid)
+        os.close(err_w)  # only now: a failure above is reported through it
         os.write(stat_w, struct.pack("q", pid))
         os.write(go_w, b"g")
         os.close(go_w)

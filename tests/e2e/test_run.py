@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from imgtool.sandbox import cgroups
+from imgtool.sandbox import cgroups, liveness
 from imgtool.store import Store
 from tests.conftest import REPO, imgtool, spawn
 from tests.support.registry import Registry
@@ -290,6 +290,7 @@ def test_nothing_left_after_runs_and_after_sigkill(busybox: str, store: Store) -
     assert list((store.root / "containers").iterdir()) == []
     assert not [d for d in cgroups.stale(set()) if d.name == state["id"]]
     assert not Path(f"/var/run/netns/imgtool-{state['id'][:12]}").exists()  # bridge netns
+    assert not Path(liveness.LOCK_DIR, f"{state['id'][:12]}.lock").exists()
     assert f"imgv{state['id'][:11]}" not in Path("/proc/net/dev").read_text()
     mounts = Path("/proc/self/mountinfo").read_text()
     assert state["id"] not in mounts
@@ -353,3 +354,58 @@ def test_another_store_never_reaps_a_live_container(busybox: str, tmp_path: Path
     r = imgtool("ps")
     assert "keeper" in r.out and "Up" in r.out
     assert imgtool("rm", "-f", "keeper").code == 0
+
+
+def test_a_starting_container_of_another_store_keeps_what_it_made(tmp_path: Path) -> None:
+    """Between making its cgroup and its namespace and moving its first process in, a container
+    owns empty ones: a command on another store, running at that moment, must leave them (three
+    concurrent first runs once lost their cgroup this way). The liveness lock says whose they are."""
+    cid = os.urandom(32).hex()
+    netns = Path(f"/var/run/netns/imgtool-{cid[:12]}")
+    liveness.hold(cid)
+    group = cgroups.Cgroup(cid, cgroups.Limits(pids=10)).create()
+    try:
+        subprocess.run(["ip", "netns", "add", netns.name], check=True)
+        assert imgtool("--root", str(tmp_path / "other"), "ps", "-a").code == 0
+        assert all(d.is_dir() for d in group.dirs)
+        assert netns.exists()
+        assert Path(liveness.LOCK_DIR, f"{cid[:12]}.lock").exists()
+    finally:
+        liveness.release(cid)
+    assert imgtool("--root", str(tmp_path / "other"), "ps", "-a").code == 0  # now it is stale
+    assert not any(d.exists() for d in group.dirs)
+    assert not netns.exists()
+
+
+def test_many_runs_at_once_on_two_stores(busybox: str, tmp_path: Path) -> None:
+    """Each command reaps what killed imgtools left while others are starting, running and
+    ending containers, in its store and in another: none may take another's for stale."""
+    other = ["--root", str(tmp_path / "other")]
+    assert imgtool(*other, "pull", busybox).code == 0
+    for _ in range(3):
+        procs = [
+            spawn(
+                *(other if i % 2 else []),
+                "run",
+                "--rm",
+                "--network",
+                "bridge" if i % 4 < 2 else "none",
+                "--pids-limit",
+                "50",
+                busybox,
+                "true",
+            )
+            for i in range(8)
+        ] + [spawn("ps", "-a"), spawn(*other, "ps", "-a")]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * len(procs), errors
+
+
+def test_one_name_one_container_even_at_once(busybox: str) -> None:
+    procs = [spawn("run", "-d", "--name", "only", busybox, "sleep", "30") for _ in range(4)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    try:
+        assert sorted(p.returncode for p in procs) == [0, 125, 125, 125], errors
+        assert sum("already in use" in e for e in errors) == 3, errors
+    finally:
+        assert imgtool("rm", "-f", "only").code == 0
