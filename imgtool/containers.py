@@ -212,7 +212,7 @@ class Containers:
             n.startswith("imgtool-") for n in os.listdir(netns_dir)
         ):
             return
-        from imgtool.network import ipam, links, nat  # pyroute2 only when there is work
+        from imgtool.network import ipam, links, nat  # only when there is work
 
         for short in links.stale():
             with contextlib.suppress(Exception):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,18 @@ def hub(plain_registry: Registry, isolated_env: Path) -> Registry:
     return plain_registry
 
 
+def veths_left(prefix: str = "imgv", settle: float = 3.0) -> list[str]:
+    """Host ends of container veths still there after `settle` seconds: the kernel destroys a
+    container's namespace, and its veth pair with it, in the background once imgtool drops it."""
+    deadline = time.monotonic() + settle
+    while True:
+        words = Path("/proc/net/dev").read_text().split()
+        left = [w.rstrip(":") for w in words if w.startswith(prefix)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_on_the_host() -> Iterator[None]:
     """After the whole suite: no container namespace, veth or NAT rule may be left; then the
@@ -210,9 +223,7 @@ def nothing_left_on_the_host() -> Iterator[None]:
         for n in (os.listdir(netns) if netns.is_dir() else [])
         if n.startswith("imgtool-") and not n.startswith("imgtool-test")
     ]
-    left += [
-        w.rstrip(":") for w in Path("/proc/net/dev").read_text().split() if w.startswith("imgv")
-    ]
+    left += veths_left()
     if shutil.which("nft"):
         from imgtool.network import links, nat
 

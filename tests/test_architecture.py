@@ -33,7 +33,6 @@ THIRD_PARTY = {
     "zstandard": {"compression"},
     "click": {"cli"},
     "cryptography": set(),
-    "pyroute2": {"network"},
 }
 
 

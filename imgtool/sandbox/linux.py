@@ -51,6 +51,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
@@ -100,6 +101,11 @@ def setns(path: str, nstype: int) -> None:
             raise _fail("setns", path)
     finally:
         os.close(fd)
+
+
+def setns_fd(fd: int, nstype: int) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        raise _fail("setns", f"/proc/self/fd/{fd}")
 
 
 def unshare(flags: int) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from imgtool.network import links, nat
 from imgtool.store import Store
-from tests.conftest import imgtool, spawn
+from tests.conftest import imgtool, spawn, veths_left
 from tests.support.registry import Registry, free_port
 
 pytestmark = [
@@ -200,7 +200,7 @@ def test_nothing_left_and_network_rm(busybox: str) -> None:
         for n in os.listdir("/var/run/netns")
         if n.startswith("imgtool-") and not n.startswith("imgtool-test")
     ] == []
-    assert "imgv" not in Path("/proc/net/dev").read_text()
+    assert veths_left() == []
     assert nat.rules_of() == []
     r = imgtool("network", "rm")
     assert r.code == 0 and not links.bridge_exists()

@@ -16,7 +16,7 @@ import pytest
 
 from imgtool.sandbox import cgroups, liveness
 from imgtool.store import Store
-from tests.conftest import REPO, imgtool, spawn
+from tests.conftest import REPO, imgtool, spawn, veths_left
 from tests.support.registry import Registry
 
 pytestmark = [
@@ -291,7 +291,7 @@ def test_nothing_left_after_runs_and_after_sigkill(busybox: str, store: Store) -
     assert not [d for d in cgroups.stale(set()) if d.name == state["id"]]
     assert not Path(f"/var/run/netns/imgtool-{state['id'][:12]}").exists()  # bridge netns
     assert not Path(liveness.LOCK_DIR, f"{state['id'][:12]}.lock").exists()
-    assert f"imgv{state['id'][:11]}" not in Path("/proc/net/dev").read_text()
+    assert veths_left(f"imgv{state['id'][:11]}") == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert state["id"] not in mounts
 
