@@ -6,7 +6,6 @@ length and lower-case hex. imgtool addresses content by sha256 only.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -46,6 +45,8 @@ class Digest:
 
     @classmethod
     def of(cls, data: bytes) -> Digest:
+        import hashlib  # on first use: loading OpenSSL costs every command ~3 ms
+
         return cls(CANONICAL, hashlib.sha256(data).hexdigest())
 
     @property
@@ -58,6 +59,8 @@ class Digest:
 
 
 def sha256_hex(data: bytes) -> str:
+    import hashlib
+
     return hashlib.sha256(data).hexdigest()
 
 

@@ -18,7 +18,6 @@ import gc
 import os
 import select
 import signal
-import socket
 import struct
 import sys
 import termios  # imported now: after pivot_root the container cannot import it
@@ -83,6 +82,8 @@ def _attach_console(console: int, winsize: bytes | None) -> None:
         import fcntl
 
         fcntl.ioctl(slave, termios.TIOCSWINSZ, winsize)
+    import socket  # already loaded by run(): the container's root has no Python to load from
+
     sock = socket.socket(fileno=console)
     try:
         socket.send_fds(sock, [b"t"], [master])
@@ -212,6 +213,8 @@ def run(
     master = None
     ours = theirs = None
     if spec.tty:  # the container makes its terminal and sends us the master end
+        import socket
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sys.stdout.flush()
     sys.stderr.flush()
