@@ -95,6 +95,19 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="session")
+def debian(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-layer Debian image (debootstrap --variant=minbase, cached) as an OCI layout,
+    which is also a store: `imgtool --root DIR … latest`."""
+    try:
+        make_images.debian_rootfs_tar()  # the cached one, else debootstrap makes it
+    except FileNotFoundError:
+        pytest.skip("debootstrap is not installed (and no Debian root is cached)")
+    except (subprocess.CalledProcessError, RuntimeError) as e:
+        pytest.skip(f"could not debootstrap a Debian root: {e}")
+    return make_images.make_debian(tmp_path_factory.mktemp("debian") / "layout")
+
+
 def seed(reg: Registry, layout: Path, dest: str, creds: str | None = None) -> None:
     """Put a layout's `latest` into the registry with skopeo, an independent peer: what skopeo
     pushes, imgtool must pull."""

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from fixtures import make_vm
+from fixtures import make_images, make_vm
 from tests.conftest import REPO
 
 GUEST_TESTS = ["tests/e2e/test_run.py", "tests/e2e/test_network.py"]
@@ -19,6 +19,7 @@ def test_runtime_on_a_pure_cgroup_v2_kernel() -> None:
     why = make_vm.available()
     if why:
         pytest.skip(f"cannot start the cgroup v2 guest: {why}")
+    make_images.debian_rootfs_tar()  # the guest's network tests run a Debian image too
     status, out = make_vm.boot(REPO, ["-q", "-rs", *GUEST_TESTS])
     assert "/sys/fs/cgroup is cgroup2fs" in out, out[-4000:]
     assert re.search(r"controllers: .*\bmemory\b", out) and "pids" in out, out[-4000:]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import make_images
 from tests.conftest import imgtool
 from tests.e2e.test_unpack_peers import _diff, tree
 
@@ -18,15 +17,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(not shutil.which("debootstrap"), reason="debootstrap is not installed"),
 ]
-
-
-@pytest.fixture(scope="module")
-def debian(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        make_images.debian_rootfs_tar()
-    except (subprocess.CalledProcessError, RuntimeError) as e:
-        pytest.skip(f"could not debootstrap a Debian root: {e}")
-    return make_images.make_debian(tmp_path_factory.mktemp("debian") / "layout")
 
 
 @pytest.mark.skipif(not shutil.which("umoci"), reason="umoci is not installed")

@@ -125,6 +125,59 @@ def test_publish_all_exposed_ports(busybox: str, hub: Registry, tmp_path: Path) 
     assert imgtool("rm", "-f", "exposed").code == 0
 
 
+UDP_ECHO = (
+    'use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => 9999, Proto => "udp")'
+    ' or die "bind: $!"; while (1) { $s->recv(my $m, 512); $s->send("echo:$m") }'
+)
+
+
+def test_published_udp_port(debian: Path, tmp_path: Path) -> None:
+    """UDP through a published port, both ways (the reply goes back through conntrack's
+    reverse NAT); the server is perl from the Debian image, busybox has no UDP server."""
+    root = tmp_path / "root"
+    shutil.copytree(debian, root)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = ["--root", str(root)]
+    r = imgtool(
+        *store,
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-p",
+        f"127.0.0.1:{port}:9999/udp",
+        "latest",
+        "perl",
+        "-e",
+        UDP_ECHO,
+    )
+    assert r.code == 0, r.err
+    try:
+        assert any("udp dport" in line for line in _nft_lines())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.3)
+            deadline = time.monotonic() + 15
+            while True:
+                s.sendto(b"ping", ("127.0.0.1", port))
+                try:
+                    data = s.recv(512)
+                    break
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
+        assert data == b"echo:ping"
+    finally:
+        assert imgtool(*store, "rm", "-f", "udp").code == 0
+    assert nat.rules_of() == []
+
+
+def _nft_lines() -> list[str]:
+    out = subprocess.run(["nft", "list", "table", "ip", "imgtool"], capture_output=True, text=True)
+    return out.stdout.splitlines()
+
+
 @pytest.fixture
 def outside() -> Iterator[str]:
     """A host on a network of the test's own: a namespace behind a veth, serving HTTP."""
