@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from imgtool.errors import InvalidDigest
 
@@ -45,9 +46,7 @@ class Digest:
 
     @classmethod
     def of(cls, data: bytes) -> Digest:
-        import hashlib  # on first use: loading OpenSSL costs every command ~3 ms
-
-        return cls(CANONICAL, hashlib.sha256(data).hexdigest())
+        return cls(CANONICAL, sha256_hex(data))
 
     @property
     def short(self) -> str:
@@ -58,10 +57,16 @@ class Digest:
         return f"{self.algorithm}:{self.encoded}"
 
 
-def sha256_hex(data: bytes) -> str:
+def sha256(data: bytes = b"") -> Any:
+    """A sha256 hasher. hashlib is imported on first use: loading OpenSSL costs ~5 ms, which
+    commands that only read the store (`run` of an unpacked image) need not pay."""
     import hashlib
 
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(data)
+
+
+def sha256_hex(data: bytes) -> str:
+    return sha256(data).hexdigest()
 
 
 def is_valid(text: str) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from imgtool import mediatypes as mt
 from imgtool import oci
 from imgtool import reference as refs
 from imgtool.atomic import atomic_write, flocked, fsync_dir
-from imgtool.digest import Digest
+from imgtool.digest import Digest, sha256
 from imgtool.errors import (
     BlobNotFound,
     DigestMismatch,
@@ -88,7 +87,7 @@ class Ingest:
         self.path = store.root / "ingest" / f"{digest.encoded}.partial"
         self._fd = self._open_locked()
         self.already_done = store.has_blob(str(digest))
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self.offset = 0
         if not self.already_done:
             self._rehash_partial()
@@ -119,7 +118,7 @@ class Ingest:
     def restart(self) -> None:
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self.offset = 0
 
     def write(self, data: bytes) -> None:
@@ -251,7 +250,7 @@ class Store:
         """Store a stream whose digest is not known beforehand; returns (digest, size)."""
         self.init()
         tmp = self.root / "ingest" / f"stream.{os.getpid()}.{id(src)}.partial"
-        h = hashlib.sha256()
+        h = sha256()
         size = 0
         try:
             with open(tmp, "wb") as f:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import BinaryIO
 
+from imgtool.digest import sha256
 from imgtool.errors import DigestMismatch, SizeMismatch
 
 
@@ -21,7 +21,7 @@ class VerifyingReader:
         self._expected = expected_digest
         self._size = expected_size
         self._what = what
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self._read = 0
         self._done = False
 
@@ -60,7 +60,7 @@ class HashingWriter:
 
     def __init__(self, sink: BinaryIO) -> None:
         self._sink = sink
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self.size = 0
 
     def write(self, data: bytes) -> int:
