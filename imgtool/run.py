@@ -48,6 +48,7 @@ class RunOptions:
     platform: oci.Platform | None = None
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False
+    security_opts: list[str] = field(default_factory=list)
 
 
 class RunError(ImgtoolError):
@@ -137,6 +138,7 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
         raise RunError(f"unsupported network {opts.network!r}: use bridge, none or host")
     if (opts.publish or opts.publish_all) and opts.network != "bridge":
         raise RunError("-p/-P need --network bridge")
+    seccomp = _seccomp_wanted(opts.security_opts)
     ports = _ports(opts, config, store)
     if opts.detach and opts.tty:
         raise RunError("-d with -t is not supported: attach is not implemented")
@@ -170,8 +172,28 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
         stdin=opts.interactive or opts.tty,
         init=opts.init,
         readonly_rootfs=opts.read_only,
+        seccomp=seccomp,
     )
     return rec, spec
+
+
+def _seccomp_wanted(options: list[str]) -> bool:
+    """Docker's --security-opt, as far as imgtool has them."""
+    wanted = True
+    for opt in options:
+        key, _, value = opt.partition("=")
+        if key == "seccomp" and value == "unconfined":
+            wanted = False
+        elif key in ("no-new-privileges", "no_new_privs") and value in ("", "true"):
+            pass  # always on
+        elif key == "seccomp":
+            raise RunError(
+                f"--security-opt {opt}: only seccomp=unconfined is supported "
+                "(profiles in JSON are not)"
+            )
+        else:
+            raise RunError(f"--security-opt {opt}: unsupported (seccomp=unconfined is)")
+    return wanted
 
 
 def _ports(opts: RunOptions, config: dict, store: Store) -> list:

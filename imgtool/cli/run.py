@@ -36,6 +36,11 @@ from imgtool.cli.common import store_of
 @click.option("--init", is_flag=True, help="Run a minimal init as PID 1 (reaps zombies).")
 @click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
 @click.option("--platform", help="For an index: which platform's image.")
+@click.option(
+    "--security-opt",
+    multiple=True,
+    help="seccomp=unconfined (no syscall filter) or no-new-privileges (the default).",
+)
 @click.pass_context
 def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -> None:
     """Run a command in a new container from IMAGE."""
@@ -68,6 +73,7 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -
         platform=oci.Platform.parse(str(o["platform"])) if o["platform"] else None,
         publish=list(o["publish"]),  # type: ignore[arg-type]
         publish_all=bool(o["publish_all"]),
+        security_opts=list(o["security_opt"]),  # type: ignore[arg-type]
     )
     store = store_of(ctx)
     try:

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable
 
 from imgtool.errors import SandboxError
-from imgtool.sandbox import linux
+from imgtool.sandbox import linux, seccomp
 from imgtool.sandbox.spec import CAP_NUMBERS, MASKED_PATHS, READONLY_PATHS, SandboxSpec
 
 NS_FLAGS = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
@@ -234,6 +234,8 @@ def workdir(spec: SandboxSpec) -> None:
 def capabilities_and_user(spec: SandboxSpec) -> tuple[int, int]:
     uid, gid, extra, home = resolve_user(spec.user)
     spec.env.setdefault("HOME", home)
+    if spec.seccomp:  # now, while CAP_SYS_ADMIN is still there: it allows what is left to do
+        seccomp.install()
     keep = 0
     for name in spec.caps:
         keep |= 1 << CAP_NUMBERS[name]

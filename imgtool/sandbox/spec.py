@@ -110,6 +110,7 @@ class SandboxSpec:
     limits: Limits = field(default_factory=Limits)
     caps: tuple[str, ...] = DEFAULT_CAPS
     no_new_privs: bool = True
+    seccomp: bool = True  # the filter of sandbox/seccomp.py (`--security-opt seccomp=unconfined`)
     tty: bool = False
     stdin: bool = True
     init: bool = False  # a minimal init as PID 1 that reaps zombies and forwards signals

@@ -114,6 +114,20 @@ def test_capabilities_and_no_new_privs(busybox: str) -> None:
     assert "rc=0" not in r.out  # no CAP_SYS_ADMIN
 
 
+def test_seccomp_refuses_user_namespaces(busybox: str) -> None:
+    """Without the filter, container root can make a user namespace (and be root with every
+    capability over new namespaces); Docker's default profile refuses it, so does imgtool's."""
+    script = "grep '^Seccomp:' /proc/self/status; unshare -U -r id -u; echo rc=$?"
+    r = sh(busybox, script, "--network", "none")
+    assert r.code == 0, r.err
+    assert "Seccomp:\t2" in r.out and "rc=1" in r.out
+    assert "Operation not permitted" in r.err
+    r = sh(busybox, script, "--network", "none", "--security-opt", "seccomp=unconfined")
+    assert "Seccomp:\t0" in r.out and "rc=0" in r.out
+    r = sh(busybox, "true", "--security-opt", "seccomp=profile.json")
+    assert r.code == 125 and "seccomp=profile.json" in r.err and r.err.count("\n") == 1
+
+
 def test_network_none_and_host(busybox: str) -> None:
     r = sh(busybox, "ls /sys/class/net", "--network", "none")
     assert r.out.split() == ["lo"]
