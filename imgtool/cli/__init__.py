@@ -56,6 +56,10 @@ class _Group(click.Group):
         except ImgtoolError as e:
             click.echo(f"imgtool: {_one_line(str(e))}", err=True)
             sys.exit(getattr(ctx, "imgtool_exit_code", 1))
+        except OSError as e:  # what the library did not expect: still one line, naming the path
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"imgtool: {where}{e.strerror or e}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("imgtool: interrupted", err=True)
             sys.exit(130)

@@ -100,6 +100,13 @@ def test_flattened_tree_equals_umoci(name: str, layouts: dict[str, Path], tmp_pa
     assert store.find("latest")
 
 
+def test_unpack_to_an_impossible_place_is_one_line(layouts: dict[str, Path]) -> None:
+    r = imgtool("--root", str(layouts["busybox"]), "unpack", "latest", "/proc/imgtool-nope/x")
+    assert r.code == 1 and r.out == ""
+    assert r.err.startswith("imgtool: /proc/imgtool-nope") and r.err.count("\n") == 1
+    assert "No such file or directory" in r.err
+
+
 @pytest.mark.parametrize("name", ["busybox", "layered"])
 def test_overlay_view_equals_umoci(name: str, layouts: dict[str, Path], tmp_path: Path) -> None:
     theirs = tree(_umoci(layouts[name], tmp_path))
