@@ -181,8 +181,11 @@ class BuildError(ImgtoolError):
 
 
 class RunStepFailed(BuildError):
-    def __init__(self, stage: str, instruction: str, status: int) -> None:
+    def __init__(self, stage: str, instruction: str, status: int, where: str = "") -> None:
         self.stage = stage
         self.instruction = instruction
         self.status = status
-        super().__init__(f"stage {stage}: {instruction!r} failed with exit status {status}")
+        prefix = f"{where}: " if where else ""
+        super().__init__(
+            f"{prefix}{instruction!r} failed with exit status {status} (stage {stage})"
+        )

@@ -7,6 +7,7 @@ import datetime as dt
 import fnmatch
 import hashlib
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -215,16 +216,48 @@ def _timestamp(epoch: int | None) -> str:
     )
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9}
+_DURATION_NS["h"] = 3600 * 10**9
+
+
 def _duration_ns(text: str) -> int:
-    units = {
-        "ns": 1,
-        "us": 1_000,
-        "ms": 1_000_000,
-        "s": 1_000_000_000,
-        "m": 60_000_000_000,
-        "h": 3_600_000_000_000,
-    }
-    for u in sorted(units, key=len, reverse=True):
-        if text.endswith(u):
-            return int(float(text[: -len(u)]) * units[u])
-    return int(text)
+    """A Go duration as Docker takes them (30s, 1m30s, 1.5h, 250ms) in nanoseconds; a bare
+    number is nanoseconds. Raises ValueError."""
+    if text.isdigit():
+        return int(text)
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if not m:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(m.group(1)) * _DURATION_NS[m.group(2)]
+        pos = m.end()
+    if not text:
+        raise ValueError("empty duration")
+    return int(total)
+
+
+_PORT = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?", re.I)
+
+
+def _valid_port(text: str) -> bool:
+    """EXPOSE's PORT[-PORT][/proto]."""
+    m = _PORT.fullmatch(text)
+    if not m:
+        return False
+    low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+    return 0 < low <= high <= 65535
+
+
+def _valid_signal(text: str) -> bool:
+    """STOPSIGNAL: a number, or a name with or without SIG (RTMIN+n and RTMAX-n too)."""
+    import signal
+
+    if text.isdigit():
+        return 0 < int(text) <= 64
+    name = text.upper().removeprefix("SIG")
+    rt = re.fullmatch(r"RT(MIN|MAX)([+-]\d+)?", name)
+    if rt:
+        return True
+    return f"SIG{name}" in signal.Signals.__members__

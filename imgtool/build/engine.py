@@ -33,6 +33,8 @@ from imgtool.build.common import (
     _source_date_epoch,
     _StageContext,
     _timestamp,
+    _valid_port,
+    _valid_signal,
 )
 from imgtool.build.copy_step import CopySteps
 from imgtool.build.run_step import RunSteps
@@ -335,6 +337,12 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                 ports = cfg.get("ExposedPorts") or {}
                 for w in inst.args:
                     p = shell.process_word(w, env)
+                    if not _valid_port(p):
+                        raise ContainerfileError(
+                            f"EXPOSE: invalid port {p!r} (PORT[-PORT][/tcp|/udp|/sctp])",
+                            file=self.file_label,
+                            line=line,
+                        )
                     ports[p if "/" in p else f"{p}/tcp"] = {}
                 cfg["ExposedPorts"] = ports
                 self._history(state, f"EXPOSE {' '.join(ports)}")
@@ -357,6 +365,12 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                 return False
             if kw == "stopsignal":
                 cfg["StopSignal"] = shell.process_word(inst.args[0], env)
+                if not _valid_signal(cfg["StopSignal"]):
+                    raise ContainerfileError(
+                        f"STOPSIGNAL: invalid signal {cfg['StopSignal']!r}",
+                        file=self.file_label,
+                        line=line,
+                    )
                 self._history(state, f"STOPSIGNAL {cfg['StopSignal']}")
                 return False
             if kw == "maintainer":
@@ -390,7 +404,14 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                 "HEALTHCHECK needs CMD or NONE", file=self.file_label, line=inst.line
             )
         rest = rest.strip()
-        test = ["CMD", *json.loads(rest)] if rest.startswith("[") else ["CMD-SHELL", rest]
+
+        def bad(what: str) -> ContainerfileError:
+            return ContainerfileError(f"HEALTHCHECK: {what}", file=self.file_label, line=inst.line)
+
+        try:
+            test = ["CMD", *json.loads(rest)] if rest.startswith("[") else ["CMD-SHELL", rest]
+        except ValueError:
+            raise bad(f"CMD is not a valid JSON array: {rest}") from None
         out: dict[str, Any] = {"Test": test}
         for name, key in (
             ("interval", "Interval"),
@@ -400,9 +421,15 @@ class Builder(RunSteps, CopySteps, CacheSteps):
         ):
             v = inst.flag(name)
             if v:
-                out[key] = _duration_ns(v)
-        if inst.flag("retries"):
-            out["Retries"] = int(inst.flag("retries") or 0)
+                try:
+                    out[key] = _duration_ns(v)
+                except ValueError:
+                    raise bad(f"--{name}={v} is not a duration (e.g. 30s, 1m30s)") from None
+        retries = inst.flag("retries")
+        if retries:
+            if not retries.isdigit():
+                raise bad(f"--retries={retries} is not a whole number")
+            out["Retries"] = int(retries)
         return out
 
     def _history(

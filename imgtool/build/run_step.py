@@ -30,6 +30,7 @@ from imgtool.containerfile.parser import Instruction
 from imgtool.errors import (
     BuildError,
     RunStepFailed,
+    SandboxError,
 )
 from imgtool.layer.diff import write_layer
 from imgtool.sandbox import runner
@@ -172,16 +173,17 @@ class RunSteps:
             with _redirect(out_fd):
                 try:
                     outcome = runner.run(spec, f"build-{os.getpid()}")
-                except Exception as e:  # noqa: BLE001 - SandboxError and the like, with the step
-                    raise BuildError(
-                        f"{ctx.stage.name}: {inst.original.splitlines()[0]}: {e}"
-                    ) from None
+                except SandboxError as e:  # the caller names the file, line and step
+                    raise BuildError(str(e)) from None
             if outcome.status != 0:
                 if out_fd is not None:
                     out_fd.seek(0)
                     os.write(2, out_fd.read()[-4000:])
                 raise RunStepFailed(
-                    ctx.stage.name, inst.original.splitlines()[0][:200], outcome.status
+                    ctx.stage.name,
+                    inst.original.splitlines()[0][:200],
+                    outcome.status,
+                    f"{self.file_label}:{inst.line}",
                 )
             created = {m.target.lstrip("/") for m in mounts if m.target} | set(STUB_PATHS)
             created -= existing

@@ -147,6 +147,7 @@ def test_failing_run_and_bad_files_stop_with_clear_errors(
     (ctx / "Containerfile").write_text("FROM busybox\nRUN echo about to fail; exit 7\n")
     r = imgtool("build", "-t", "bad:1", str(ctx))
     assert r.code == 7 and "exit status 7" in r.err and "about to fail" in r.err
+    assert "imgtool: Containerfile:2: 'RUN echo about to fail; exit 7' failed" in r.err
     with pytest.raises(ImageNotFound):
         store.find("bad:1")
     for text, needle in [
@@ -155,6 +156,19 @@ def test_failing_run_and_bad_files_stop_with_clear_errors(
         ("FROM busybox\nCOPY --from=nowhere /a /b\n", "nowhere"),
         ("FROM busybox\nRUN --bogus=1 true\n", "unknown flag --bogus"),
         ("FROM busybox\nCOPY missing.txt /x\n", "'missing.txt' not found"),
+        ("FROM busybox\nEXPOSE abc\n", "Containerfile:2: EXPOSE: invalid port 'abc'"),
+        ("FROM busybox\nEXPOSE 90-80\n", "invalid port '90-80'"),
+        ("FROM busybox\nSTOPSIGNAL SIGFOO\n", "Containerfile:2: STOPSIGNAL: invalid signal"),
+        (
+            "FROM busybox\nHEALTHCHECK --interval=abc CMD true\n",
+            "Containerfile:2: HEALTHCHECK: --interval=abc is not a duration",
+        ),
+        ("FROM busybox\nHEALTHCHECK --retries=x CMD true\n", "--retries=x is not a whole"),
+        ('FROM busybox\nHEALTHCHECK CMD ["true"\n', "HEALTHCHECK: CMD is not a valid JSON"),
+        (
+            "FROM busybox\nUSER nobody-here\nRUN true\n",
+            "Containerfile:3: RUN true: resolve user",
+        ),
     ]:
         (ctx / "Containerfile").write_text(text)
         r = imgtool("build", str(ctx))
@@ -255,7 +269,7 @@ def test_metadata_instructions_make_the_config(hub: Registry, store: Store, tmp_
         "EXPOSE 8080 53/udp\n"
         "VOLUME /data\n"
         "STOPSIGNAL SIGINT\n"
-        "HEALTHCHECK --interval=5s --retries=2 CMD wget -qO- http://localhost/ || exit 1\n"
+        "HEALTHCHECK --interval=5s --timeout=1m30s --retries=2 CMD wget -qO- http://localhost/ || exit 1\n"
         "ENTRYPOINT exec /bin/app\n"
         "ONBUILD RUN echo child\n"
         "USER 1000:1000\n"
@@ -272,6 +286,7 @@ def test_metadata_instructions_make_the_config(hub: Registry, store: Store, tmp_
     assert cfg["StopSignal"] == "SIGINT"
     assert cfg["Healthcheck"]["Test"] == ["CMD-SHELL", "wget -qO- http://localhost/ || exit 1"]
     assert cfg["Healthcheck"]["Interval"] == 5_000_000_000 and cfg["Healthcheck"]["Retries"] == 2
+    assert cfg["Healthcheck"]["Timeout"] == 90_000_000_000
     assert cfg["Entrypoint"] == ["/bin/sh", "-ec", "exec /bin/app"]
     assert "Cmd" not in cfg  # a new ENTRYPOINT drops the base image's CMD
     assert cfg["OnBuild"] == ["RUN echo child"]
