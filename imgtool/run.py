@@ -223,15 +223,15 @@ def _ports(opts: RunOptions, config: dict, store: Store) -> list:
     return ports
 
 
-def _attach_network(store: Store, rec: Record, spec: SandboxSpec) -> None:
+def _attach_network(rec: Record, spec: SandboxSpec) -> None:
     """Bridge networking: an address, a namespace wired to imgtool0, published ports, and
     /etc/hosts entries both ways with the other containers on the bridge."""
     from imgtool.network import ipam, links, nat
 
     net = ipam.subnet()
     gw = ipam.gateway(net)
-    containers = Containers(store.root)
-    address = ipam.Ipam().allocate(rec.id, rec.name)
+    hosts = spec.etc_files["/etc/hosts"]
+    address = ipam.Ipam().allocate(rec.id, rec.name, spec.hostname, hosts)
     rec.extra["address"] = str(address)
     with links.setup_lock():  # the bridge and the table are the host's: one maker at a time
         links.ensure_bridge(net, gw)
@@ -239,19 +239,9 @@ def _attach_network(store: Store, rec: Record, spec: SandboxSpec) -> None:
     spec.netns = links.create(rec.id, address, net, gw)
     ports = [nat.Port(**p) for p in rec.extra.get("ports", [])]
     nat.publish(rec.id, address, ports)
-    hosts = Path(spec.etc_files["/etc/hosts"])
-    others = [(ip, o["name"]) for ip, o in ipam.Ipam().entries().items() if o.get("id") != rec.id]
-    with open(hosts, "a") as f:
-        f.write(f"{address}\t{spec.hostname} {rec.name}\n")
-        for ip, name in others:
-            f.write(f"{ip}\t{name}\n")
-    for other in containers.list():  # the others learn this one's name (in place: bind mounts)
-        if other.id != rec.id and other.extra.get("address"):
-            with contextlib.suppress(OSError), open(containers.dir(other.id) / "hosts", "a") as f:
-                f.write(f"{address}\t{rec.name}\n")
 
 
-def _detach_network(store: Store, rec: Record) -> None:
+def _detach_network(rec: Record) -> None:
     from imgtool.network import ipam, links, nat
 
     if rec.extra.get("ports"):
@@ -283,7 +273,7 @@ def execute(
         try:
             cgroup.create()
             if spec.network == "bridge":
-                _attach_network(store, rec, spec)
+                _attach_network(rec, spec)
                 containers.save(rec)
             outcome = runner.run(spec, rec.id, on_start, cgroup)
         except SandboxError as e:
@@ -293,7 +283,7 @@ def execute(
         finally:
             cgroup.destroy()
             if spec.network == "bridge":
-                _detach_network(store, rec)
+                _detach_network(rec)
             if rec.auto_remove:
                 containers.remove(rec)
         rec.status, rec.exit_code, rec.finished = "exited", outcome.status, time.time()

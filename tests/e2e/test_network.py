@@ -3,6 +3,7 @@ only (the outbound test talks to a network namespace the test makes)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -93,6 +94,31 @@ def test_published_port_on_localhost_and_names(busybox: str) -> None:
     assert imgtool("rm", "-f", "web").code == 0
     time.sleep(0.5)
     assert nat.rules_of() == []
+
+
+def test_hosts_files_follow_containers_and_addresses_are_not_reused_at_once(
+    busybox: str, store: Store
+) -> None:
+    def start(name: str) -> str:
+        r = imgtool("run", "-d", "--name", name, busybox, "sleep", "60")
+        assert r.code == 0, r.err
+        return r.out.strip()
+
+    alpha = start("alpha")
+    beta = start("beta")
+    alpha_hosts = store.root / "containers" / alpha / "hosts"
+    beta_address = json.loads((store.root / "containers" / beta / "state.json").read_text())[
+        "extra"
+    ]["address"]
+    assert f"{beta_address}\tbeta\n" in alpha_hosts.read_text()
+    assert "\talpha\n" in (store.root / "containers" / beta / "hosts").read_text()
+    assert imgtool("rm", "-f", "beta").code == 0
+    assert "beta" not in alpha_hosts.read_text()  # the address will be someone else's
+    r = imgtool("run", "--rm", busybox, "sh", "-c", "ip -4 addr show eth0")
+    assert r.code == 0 and f"inet {beta_address}/" not in r.out, r.out
+    r = imgtool("run", "--rm", busybox, "grep", "-c", "alpha", "/etc/hosts")
+    assert r.out.strip() == "1", r.out
+    assert imgtool("rm", "-f", "alpha").code == 0
 
 
 def test_port_in_use_on_the_host_is_refused(busybox: str) -> None:
