@@ -1,5 +1,5 @@
-"""The runtime and network tests again, in a qemu guest whose kernel has only cgroup v2, as on
-most users' hosts (this one is a v1/v2 hybrid, so the v2 code would otherwise never run here).
+"""The runtime, network and netlink tests again, in a qemu guest whose kernel has only cgroup
+v2, as on most users' hosts (this one is a v1/v2 hybrid: the v2 code would not run here).
 The guest is Debian's own kernel over a debootstrapped root (fixtures/make_vm.py); it needs
 qemu-system-x86 (test.sh installs it) and takes a few minutes: the runtime tests run emulated."""
 
@@ -12,7 +12,11 @@ import pytest
 from fixtures import make_images, make_vm
 from tests.conftest import REPO
 
-GUEST_TESTS = ["tests/e2e/test_run.py", "tests/e2e/test_network.py"]
+GUEST_TESTS = [
+    "tests/e2e/test_run.py",
+    "tests/e2e/test_network.py",
+    "tests/e2e/test_netlink.py",
+]
 
 
 def test_runtime_on_a_pure_cgroup_v2_kernel() -> None:
