@@ -83,44 +83,33 @@ class Containers:
     ) -> Record:
         self.root.mkdir(parents=True, exist_ok=True)
         with flocked(self.root.parent / "containers.lock"):  # one name, one container
-            return self._create(name, image, image_digest, command, auto_remove, detached)
-
-    def _create(
-        self,
-        name: str,
-        image: str,
-        image_digest: str,
-        command: list[str],
-        auto_remove: bool,
-        detached: bool,
-    ) -> Record:
-        cid = os.urandom(32).hex()
-        if name:
-            if not NAME_RE.match(name):
-                raise ImgtoolError(
-                    f"invalid container name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"
-                )
-            if any(r.name == name for r in self.list()):
-                raise ImgtoolError(
-                    f"the container name {name!r} is already in use (imgtool rm it first)"
-                )
-        else:
-            name = f"imgtool_{cid[:8]}"
-        d = self.dir(cid)
-        for sub in ("upper", "work", "rootfs"):
-            (d / sub).mkdir(parents=True)
-        rec = Record(
-            cid,
-            name,
-            image,
-            image_digest,
-            command,
-            time.time(),
-            auto_remove=auto_remove,
-            detached=detached,
-        )
-        self.save(rec)
-        return rec
+            cid = os.urandom(32).hex()
+            if name:
+                if not NAME_RE.match(name):
+                    raise ImgtoolError(
+                        f"invalid container name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"
+                    )
+                if any(r.name == name for r in self.list()):
+                    raise ImgtoolError(
+                        f"the container name {name!r} is already in use (imgtool rm it first)"
+                    )
+            else:
+                name = f"imgtool_{cid[:8]}"
+            d = self.dir(cid)
+            for sub in ("upper", "work", "rootfs"):
+                (d / sub).mkdir(parents=True)
+            rec = Record(
+                cid,
+                name,
+                image,
+                image_digest,
+                command,
+                time.time(),
+                auto_remove=auto_remove,
+                detached=detached,
+            )
+            self.save(rec)
+            return rec
 
     def save(self, rec: Record) -> None:
         # a container's state does not outlive the machine: no fsync on the run path
@@ -171,18 +160,14 @@ class Containers:
         A container whose liveness lock is held belongs to a living imgtool (a run, or the
         monitor of a detached one), which records its end itself: it is never touched here."""
         cleaned = []
-        live = set()
         for rec in self.list():
-            if liveness.held(rec.id):
-                live.add(rec.id)
+            if rec.status == "exited" or liveness.held(rec.id):
                 continue
             try:  # read again: its owner may have recorded the end, and let go, just now
                 rec = self.load(rec.id)
             except ContainerNotFound:
                 continue
-            if self.is_running(rec):  # its imgtool was killed; PDEATHSIG is taking it down
-                live.add(rec.id)
-            elif rec.status == "running":
+            if rec.status == "running" and not self.is_running(rec):
                 rec.status, rec.finished = "exited", time.time()
                 if rec.exit_code is None:
                     rec.exit_code = 137
@@ -191,16 +176,12 @@ class Containers:
                     self.save(rec)
                 if rec.auto_remove:
                     self.remove(rec)
-            elif rec.status == "created":
-                if time.time() - rec.created > 60:
-                    self.remove(rec)  # never started: a run that died before its container
-                    cleaned.append(rec.id)
-                else:
-                    live.add(rec.id)  # another imgtool is starting it right now
-        for d in cgroups.stale(live):
-            if not liveness.held(d.name):  # else it is a container of another store, starting
-                with contextlib.suppress(OSError):
-                    d.rmdir()  # never kill here: a cgroup someone joins is not ours
+            elif rec.status == "created" and time.time() - rec.created > 60:
+                self.remove(rec)  # never started: a run that died before its container
+                cleaned.append(rec.id)
+        for d in cgroups.stale():
+            with contextlib.suppress(OSError):
+                d.rmdir()  # never kill here: a cgroup someone joins is not ours
         self._reap_networks()
         liveness.sweep()
         return cleaned

@@ -8,6 +8,7 @@ below are the stable kernel ABI of <linux/rtnetlink.h> and <linux/if_link.h>.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -95,15 +96,9 @@ class Netlink:
         if netns is None:
             self.sock = self._socket()
             return
-        back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
+        with _back_home():
             linux.setns(netns, linux.CLONE_NEWNET)
-            try:
-                self.sock = self._socket()
-            finally:
-                linux.setns_fd(back, linux.CLONE_NEWNET)
-        finally:
-            os.close(back)
+            self.sock = self._socket()
 
     @staticmethod
     def _socket() -> socket.socket:
@@ -255,19 +250,27 @@ def create_netns(name: str) -> str:
     _shared_netns_dir()
     path = os.path.join(NETNS_DIR, name)
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
-    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        linux.unshare(linux.CLONE_NEWNET)  # this thread only, and only until setns below
-        try:
+        with _back_home():
+            linux.unshare(linux.CLONE_NEWNET)  # this thread only, and only for the block
             linux.mount("/proc/thread-self/ns/net", path, "", linux.MS_BIND)
-        finally:
-            linux.setns_fd(back, linux.CLONE_NEWNET)
     except SandboxError:
         os.unlink(path)
         raise
-    finally:
-        os.close(back)
     return path
+
+
+@contextlib.contextmanager
+def _back_home() -> Iterator[None]:
+    """Whatever network namespace the block enters, this thread ends it in the one it had."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield
+    finally:
+        try:
+            linux.setns_fd(home, linux.CLONE_NEWNET)
+        finally:
+            os.close(home)
 
 
 def delete_netns(name: str) -> bool:

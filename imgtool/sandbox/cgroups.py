@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtool.errors import SandboxError
+from imgtool.sandbox import liveness
 
 CGROUP_ROOT = Path(os.environ.get("IMGTOOL_CGROUP_ROOT", "/sys/fs/cgroup"))
 PARENT = "imgtool"
@@ -167,14 +168,16 @@ def is_empty(d: Path) -> bool:
         return True
 
 
-def stale(live: set[str]) -> list[Path]:
-    """Container cgroups whose container is not in `live` and that hold no process. Another
-    store's containers share the hierarchy: a cgroup with processes is someone's, never ours
-    to clean."""
+def stale() -> list[Path]:
+    """Container cgroups that hold no process and whose container no imgtool holds alive.
+    Every store's containers share the hierarchy: liveness comes from the host-wide lock, and
+    a cgroup with processes is someone's, never ours to clean."""
     out = []
     for b in _bases():
         if b.is_dir() and not b.is_symlink():
-            out += [d for d in b.iterdir() if d.is_dir() and d.name not in live and is_empty(d)]
+            out += [
+                d for d in b.iterdir() if d.is_dir() and is_empty(d) and not liveness.held(d.name)
+            ]
     return out
 
 

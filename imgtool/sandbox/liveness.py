@@ -52,16 +52,25 @@ def held(cid: str) -> bool:
     if cid[:12] in _held:
         return True
     try:
-        fd = os.open(_path(cid), os.O_RDWR | os.O_CLOEXEC)
+        fd = _try_lock(_path(cid))
     except OSError:
-        return False
+        return False  # no lock file: nobody ever held it, or its holder let go
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _try_lock(path: str) -> int | None:
+    """The lock at `path`, taken without waiting (the caller closes it), or None when someone
+    holds it. OSError when there is no such file."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
-    finally:
         os.close(fd)
-    return False
+        return None
+    return fd
 
 
 def sweep() -> None:
@@ -72,11 +81,9 @@ def sweep() -> None:
                 continue
             path = os.path.join(LOCK_DIR, name)
             with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    os.unlink(path)  # under the lock: `hold` re-checks the name after its flock
-                except BlockingIOError:
-                    pass
-                finally:
-                    os.close(fd)
+                fd = _try_lock(path)
+                if fd is not None:
+                    try:
+                        os.unlink(path)  # under the lock: `hold` re-checks the name after its flock
+                    finally:
+                        os.close(fd)

@@ -302,7 +302,7 @@ def test_nothing_left_after_runs_and_after_sigkill(busybox: str, store: Store) -
     assert not os.path.exists(f"/proc/{state['pid']}")  # the container died with imgtool
     assert imgtool("ps", "-a").code == 0  # the next command cleans up
     assert list((store.root / "containers").iterdir()) == []
-    assert not [d for d in cgroups.stale(set()) if d.name == state["id"]]
+    assert not [d for d in cgroups.stale() if d.name == state["id"]]
     assert not Path(f"/var/run/netns/imgtool-{state['id'][:12]}").exists()  # bridge netns
     assert not Path(liveness.LOCK_DIR, f"{state['id'][:12]}.lock").exists()
     assert veths_left(f"imgv{state['id'][:11]}") == []
