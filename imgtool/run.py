@@ -387,13 +387,8 @@ def stop(store: Store, key: str, timeout: float = 10.0) -> Record:
         time.sleep(0.05)
     if alive(rec.pid, rec.pid_start):
         os.kill(rec.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # the monitor records the exit
-        rec = containers.load(rec.id) if containers.dir(rec.id).exists() else rec
-        if rec.status == "exited" or not containers.dir(rec.id).exists():
-            break
-        time.sleep(0.05)
-    return rec
+    _wait_for_monitor(rec)
+    return containers.load(rec.id) if containers.dir(rec.id).exists() else rec
 
 
 def remove(store: Store, key: str, force: bool = False) -> Record:
@@ -403,8 +398,14 @@ def remove(store: Store, key: str, force: bool = False) -> Record:
         if not force:
             raise ImgtoolError(f"container {rec.name} is running: stop it first or use -f")
         os.kill(rec.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and alive(rec.pid, rec.pid_start):
-            time.sleep(0.02)
+    _wait_for_monitor(rec)
     containers.remove(rec)
     return rec
+
+
+def _wait_for_monitor(rec: Record, timeout: float = 10.0) -> None:
+    """Until the imgtool that ran the container has taken down its network, cgroup and
+    record and let go of its liveness lock: `stop` and `rm` return with all of it gone."""
+    deadline = time.monotonic() + timeout
+    while liveness.held(rec.id) and time.monotonic() < deadline:
+        time.sleep(0.02)
