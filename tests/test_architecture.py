@@ -14,7 +14,7 @@ FLOORS = {
     **dict.fromkeys(["errors", "digest", "reference", "mediatypes", "oci", "progress"], 0),
     **dict.fromkeys(["whiteout", "filetree", "containerfile", "__init__"], 0),
     # L1 streams
-    **dict.fromkeys(["compression", "verify", "atomic"], 1),
+    **dict.fromkeys(["compression", "verify", "atomic", "inroot"], 1),
     # L2 mechanisms: disk, network, syscalls
     **dict.fromkeys(["store", "registry", "layer", "sandbox", "containers", "network"], 2),
     # L3 engines
