@@ -159,6 +159,10 @@ class Containers:
 
         A container whose liveness lock is held belongs to a living imgtool (a run, or the
         monitor of a detached one), which records its end itself: it is never touched here."""
+        # first the cgroups nobody holds: what runs there lost its owner (a killed imgtool) and
+        # is killed, so that the records below see their containers gone
+        for d in cgroups.stale():
+            cgroups.remove_dir(d)
         cleaned = []
         for rec in self.list():
             if rec.status == "exited" or liveness.held(rec.id):
@@ -179,9 +183,6 @@ class Containers:
             elif rec.status == "created" and time.time() - rec.created > 60:
                 self.remove(rec)  # never started: a run that died before its container
                 cleaned.append(rec.id)
-        for d in cgroups.stale():
-            with contextlib.suppress(OSError):
-                d.rmdir()  # never kill here: a cgroup someone joins is not ours
         self._reap_networks()
         liveness.sweep()
         return cleaned

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,14 @@ from imgtool.errors import ImgtoolError, SandboxError
 from imgtool.layer.unpacked import LayerStore
 from imgtool.sandbox import liveness, runner
 from imgtool.sandbox.cgroups import Cgroup, Limits
-from imgtool.sandbox.spec import BindMount, SandboxSpec
+from imgtool.sandbox.spec import (
+    CAP_NUMBERS,
+    DEFAULT_SECCOMP,
+    BindMount,
+    DeviceNode,
+    SandboxSpec,
+    resolve_caps,
+)
 from imgtool.store import Store
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -49,6 +57,10 @@ class RunOptions:
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False
     security_opts: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)  # HOST[:CONTAINER][:rwm], as docker's
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
 
 
 class RunError(ImgtoolError):
@@ -130,6 +142,8 @@ def _etc_files(cdir: Path, hostname: str, network: str) -> dict[str, str]:
 
 
 def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, SandboxSpec]:
+    """Check every option and the image, then record the container and describe its sandbox.
+    Nothing is created before the last check has passed."""
     image = store.image(image_name, opts.platform)
     config = dict(image.config.config)
     argv = argv_for(config, opts)
@@ -138,7 +152,10 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
         raise RunError(f"unsupported network {opts.network!r}: use bridge, none or host")
     if (opts.publish or opts.publish_all) and opts.network != "bridge":
         raise RunError("-p/-P need --network bridge")
-    seccomp = _seccomp_wanted(opts.security_opts)
+    caps = _capabilities(opts)
+    seccomp = _seccomp_filter(opts.security_opts, opts.privileged, caps)
+    nodes, rules = _devices(opts)
+    env_for(config, opts, "")  # its errors before anything exists
     ports = _ports(opts, config, store)
     if opts.detach and opts.tty:
         raise RunError("-d with -t is not supported: attach is not implemented")
@@ -173,27 +190,89 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
         init=opts.init,
         readonly_rootfs=opts.read_only,
         seccomp=seccomp,
+        caps=caps,
+        devices=nodes,
+        device_rules=rules,
+        privileged=opts.privileged,
     )
     return rec, spec
 
 
-def _seccomp_wanted(options: list[str]) -> bool:
-    """Docker's --security-opt, as far as imgtool has them."""
-    wanted = True
+def _seccomp_filter(options: list[str], privileged: bool, caps: tuple[str, ...]) -> bytes | None:
+    """Docker's --security-opt, as far as imgtool has them: the filter to install (the default
+    profile's is compiled by the runner), or None for unconfined."""
+    from imgtool.sandbox import seccomp
+
+    wanted: bytes | None = None if privileged else DEFAULT_SECCOMP
     for opt in options:
-        key, _, value = opt.partition("=")
+        key, sep, value = opt.partition("=")
+        if not sep and ":" in opt:  # the old docker spelling seccomp:unconfined
+            key, _, value = opt.partition(":")
         if key == "seccomp" and value == "unconfined":
-            wanted = False
+            wanted = None
+        elif key == "seccomp" and value:
+            wanted = seccomp.compile_filter(seccomp.load_profile(value), caps)
         elif key in ("no-new-privileges", "no_new_privs") and value in ("", "true"):
             pass  # always on
-        elif key == "seccomp":
-            raise RunError(
-                f"--security-opt {opt}: only seccomp=unconfined is supported "
-                "(profiles in JSON are not)"
-            )
         else:
-            raise RunError(f"--security-opt {opt}: unsupported (seccomp=unconfined is)")
+            raise RunError(
+                f"--security-opt {opt}: unsupported (seccomp=unconfined, seccomp=PROFILE.json "
+                "and no-new-privileges are)"
+            )
     return wanted
+
+
+def _capabilities(opts: RunOptions) -> tuple[str, ...]:
+    if opts.privileged:
+        return tuple(sorted(CAP_NUMBERS, key=CAP_NUMBERS.__getitem__))
+    try:
+        return resolve_caps(opts.cap_add, opts.cap_drop)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def _devices(opts: RunOptions) -> tuple[list[DeviceNode], tuple | None]:
+    """The device nodes to make in /dev and the device cgroup's rules (None: no restriction)."""
+    from imgtool.sandbox import devices
+
+    if opts.privileged:
+        return host_device_nodes(), None
+    try:
+        mapped = [devices.parse_device(text) for text in opts.devices]
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    nodes = [
+        DeviceNode(m.container_path, m.kind, m.major, m.minor, m.mode, m.uid, m.gid) for m in mapped
+    ]
+    return nodes, tuple(devices.DEFAULT_RULES) + tuple(m.rule() for m in mapped)
+
+
+def host_device_nodes() -> list[DeviceNode]:
+    """Every device node of the host's /dev, as Docker's --privileged gives them (not those
+    of the file systems the container mounts there itself)."""
+    nodes, todo = [], ["/dev"]
+    while todo:
+        d = todo.pop()
+        with contextlib.suppress(OSError), os.scandir(d) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    if entry.path not in ("/dev/pts", "/dev/shm", "/dev/mqueue"):
+                        todo.append(entry.path)
+                elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                    kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+                    nodes.append(
+                        DeviceNode(
+                            entry.path,
+                            kind,
+                            os.major(st.st_rdev),
+                            os.minor(st.st_rdev),
+                            stat.S_IMODE(st.st_mode),
+                            st.st_uid,
+                            st.st_gid,
+                        )
+                    )
+    return sorted(nodes, key=lambda n: n.path)
 
 
 def _ports(opts: RunOptions, config: dict, store: Store) -> list:
@@ -258,7 +337,7 @@ def execute(
 ) -> runner.Outcome:  # type: ignore[valid-type]
     """Run a prepared container to its end, record how it ended, clean up."""
     containers = Containers(store.root)
-    cgroup = Cgroup(rec.id, spec.limits)
+    cgroup = Cgroup(rec.id, spec.limits, devices=spec.device_rules)
 
     def on_start(pid: int) -> None:
         rec.status, rec.pid, rec.pid_start = "running", pid, proc_start_time(pid)

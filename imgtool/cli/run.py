@@ -29,9 +29,19 @@ from imgtool.cli.common import store_of
     "-p", "--publish", multiple=True, help="[ip:]hostport:containerport[/tcp|udp] (bridge network)."
 )
 @click.option("-P", "--publish-all", is_flag=True, help="Publish every EXPOSEd port.")
-@click.option("-m", "--memory", help="Memory limit (e.g. 256m, 1g).")
-@click.option("--cpus", type=float, help="CPU limit in CPUs (e.g. 1.5).")
-@click.option("--pids-limit", type=int, help="Maximum number of processes.")
+@click.option("-m", "--memory", help="Memory limit (e.g. 256m, 1g; 0: none).")
+@click.option("--cpus", help="CPU limit in CPUs (e.g. 1.5; 0: none).")
+@click.option("--pids-limit", type=int, help="Maximum number of processes (0 or -1: none).")
+@click.option(
+    "--device", multiple=True, help="HOST[:CONTAINER][:rwm]: give the container a host device."
+)
+@click.option("--cap-add", multiple=True, help="Add a capability (or ALL).")
+@click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")
+@click.option(
+    "--privileged",
+    is_flag=True,
+    help="All capabilities and host devices, no seccomp filter, nothing masked.",
+)
 @click.option("--entrypoint", help="Override the image's entrypoint ('' clears it).")
 @click.option("--init", is_flag=True, help="Run a minimal init as PID 1 (reaps zombies).")
 @click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
@@ -39,7 +49,7 @@ from imgtool.cli.common import store_of
 @click.option(
     "--security-opt",
     multiple=True,
-    help="seccomp=unconfined (no syscall filter) or no-new-privileges (the default).",
+    help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format), no-new-privileges.",
 )
 @click.pass_context
 def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -> None:
@@ -47,12 +57,17 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -
     from imgtool import oci
     from imgtool.errors import ImgtoolError
     from imgtool.run import RunError, RunOptions, execute, prepare, start_detached
-    from imgtool.sandbox.cgroups import Limits, parse_size
+    from imgtool.sandbox import cgroups
 
-    try:
-        memory = parse_size(str(o["memory"])) if o["memory"] else None
+    try:  # docker's status for a bad flag value is 125, as for its other failures
+        limits = cgroups.Limits(
+            cgroups.parse_memory(str(o["memory"])) if o["memory"] is not None else None,
+            cgroups.parse_cpus(str(o["cpus"])) if o["cpus"] is not None else None,
+            cgroups.parse_pids(o["pids_limit"]),  # type: ignore[arg-type]
+        )
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="-m/--memory") from None
+        click.echo(f"imgtool: {e}", err=True)
+        sys.exit(125)
     opts = RunOptions(
         command=list(command),
         entrypoint=o["entrypoint"],
@@ -63,7 +78,7 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -
         hostname=o["hostname"],
         name=str(o["name"]),
         network=str(o["network"]),  # type: ignore[arg-type]
-        limits=Limits(memory, o["cpus"], o["pids_limit"]),  # type: ignore[arg-type]
+        limits=limits,
         rm=bool(o["rm"]),
         detach=bool(o["detach"]),
         tty=bool(o["tty"]),
@@ -74,6 +89,10 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -
         publish=list(o["publish"]),  # type: ignore[arg-type]
         publish_all=bool(o["publish_all"]),
         security_opts=list(o["security_opt"]),  # type: ignore[arg-type]
+        devices=list(o["device"]),  # type: ignore[arg-type]
+        cap_add=list(o["cap_add"]),  # type: ignore[arg-type]
+        cap_drop=list(o["cap_drop"]),  # type: ignore[arg-type]
+        privileged=bool(o["privileged"]),
     )
     store = store_of(ctx)
     try:

@@ -1,26 +1,44 @@
-"""cgroup limits for a container, on cgroup v2 (unified) and v1 (one hierarchy per controller).
+"""cgroup limits and the device cgroup of a container, on cgroup v2 (unified) and v1 (one
+hierarchy per controller).
 
 v2 when /sys/fs/cgroup is a cgroup2 mount (cgroup.controllers there); otherwise v1 with the
-memory, cpu and pids hierarchies under /sys/fs/cgroup/<controller>. A hybrid host (v1
-controllers, an empty v2 tree at /sys/fs/cgroup/unified) is v1 for limits. Each container gets
-`imgtool/<id>` in every hierarchy it uses; it is removed when the container ends, and stale ones
-are removed by the next imgtool command.
+memory, cpu, pids and devices hierarchies under /sys/fs/cgroup/<controller> (and freezer where
+it is mounted). A hybrid host (v1 controllers, an empty v2 tree at /sys/fs/cgroup/unified) is v1.
+Each container gets `imgtool/<id>` in every hierarchy it uses.
+
+Devices (devices.py): v1 writes the rules to the devices controller; v2 has no such files, so
+an eBPF program of type BPF_CGROUP_DEVICE is attached to the container's cgroup directory (it
+stays attached, and in force, as long as the directory exists).
+
+Whatever runs in a container's cgroup is killed when its owner is gone. The owner, the imgtool
+that runs the container or the monitor of a detached one, holds the container's liveness lock
+(liveness.py) from *before* it creates the cgroup until *after* it has removed it (run.py keeps
+that order). So a cgroup whose lock nobody holds is an orphan, even with processes in it:
+`stale()` lists it, and the next imgtool command's clean-up kills what is in it and removes it
+(`remove_dir`). A fresh container is never taken for one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
+import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgtool.errors import SandboxError
-from imgtool.sandbox import liveness
+from imgtool.sandbox import devices, liveness
+from imgtool.sandbox.devices import DEFAULT_RULES, DeviceRule
 
 CGROUP_ROOT = Path(os.environ.get("IMGTOOL_CGROUP_ROOT", "/sys/fs/cgroup"))
 PARENT = "imgtool"
 CPU_PERIOD = 100_000
+V1_HIERARCHIES = ("memory", "pids", "cpu", "devices")  # the freezer too, where it is mounted
+BPF_LICENSE = "Apache-2.0"  # the project's (a device filter calls no GPL-only helper)
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,13 @@ def _write(path: Path, value: str) -> None:
         raise SandboxError("cgroup write", str(path), e.errno or 0, f"value {value!r}") from None
 
 
+def _v1_freezer() -> Path | None:
+    try:
+        return _v1_dir("freezer")
+    except SandboxError:
+        return None
+
+
 def _v1_dir(controller: str) -> Path:
     for name in (controller, f"{controller},cpuacct", f"cpuacct,{controller}"):
         p = CGROUP_ROOT / name
@@ -55,19 +80,28 @@ def _v1_dir(controller: str) -> Path:
 
 
 class Cgroup:
-    """The cgroup(s) of one container."""
+    """The cgroup(s) of one container. `devices`: the device cgroup's rules (devices.py), or
+    None for no restriction (--privileged)."""
 
-    def __init__(self, cid: str, limits: Limits) -> None:
+    def __init__(
+        self, cid: str, limits: Limits, devices: Sequence[DeviceRule] | None = DEFAULT_RULES
+    ) -> None:
         self.cid = cid
         self.limits = limits
+        self.devices = devices
         self.version = version()
         self.dirs: list[Path] = []
 
     def _paths(self) -> dict[str, Path]:
         if self.version == 2:
             return {"unified": CGROUP_ROOT / PARENT / self.cid}
-        wanted = ["memory", "pids", "cpu"]
-        return {c: _v1_dir(c) / PARENT / self.cid for c in wanted}
+        # no devices hierarchy is no device restriction: refused (by _v1_dir) unless unwanted
+        wanted = [c for c in V1_HIERARCHIES if c != "devices" or self.devices is not None]
+        paths = {c: _v1_dir(c) / PARENT / self.cid for c in wanted}
+        freezer = _v1_freezer()  # lets kill_all stop forks while it kills
+        if freezer is not None:
+            paths["freezer"] = freezer / PARENT / self.cid
+        return paths
 
     def create(self) -> Cgroup:
         paths = self._paths()
@@ -87,6 +121,11 @@ class Cgroup:
                 raise SandboxError("mkdir cgroup", str(p), e.errno or 0) from None
             self.dirs.append(p)
         self._apply(paths)
+        if self.devices is not None:  # before any process joins: create() comes before add()
+            if self.version == 2:
+                attach_device_filter(paths["unified"], self.devices)
+            else:
+                write_device_rules(paths["devices"], self.devices)
         return self
 
     def _apply(self, paths: dict[str, Path]) -> None:
@@ -133,27 +172,157 @@ class Cgroup:
             remove_dir(d)
 
 
-def remove_dir(d: Path) -> None:
-    """rmdir a cgroup, killing what is left in it first (a container's processes are gone once
-    its PID 1 is; this covers a monitor killed mid-way)."""
-    for attempt in range(50):
+def write_device_rules(d: Path, rules: Sequence[DeviceRule]) -> None:
+    """The rules into a fresh v1 devices cgroup `d`: first what is not listed (deny all), then
+    the exceptions, as the controller keeps them."""
+    for name, line in devices.v1_lines(rules):
+        _write(d / name, line)
+
+
+def attach_device_filter(d: Path, rules: Sequence[DeviceRule]) -> None:
+    """Load the rules' eBPF program and attach it to the cgroup v2 directory `d`: from then on
+    every mknod and open of a device by a process in `d`, or below, asks it. BPF_F_ALLOW_MULTI,
+    as runc: a program attached above (systemd's) still applies, a device is allowed only when
+    all allow it. The attachment holds the program: both fds are closed here."""
+    from imgtool.sandbox import linux  # ctypes: for a v2 container, not for every command
+
+    program = devices.v2_program(rules)
+    prog_fd = linux.bpf_prog_load(linux.BPF_PROG_TYPE_CGROUP_DEVICE, program, BPF_LICENSE, str(d))
+    try:
         try:
-            d.rmdir()
-            return
-        except FileNotFoundError:
+            dir_fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SandboxError("open cgroup", str(d), e.errno or 0) from None
+        try:
+            linux.bpf_prog_attach(
+                dir_fd, prog_fd, linux.BPF_CGROUP_DEVICE, linux.BPF_F_ALLOW_MULTI, str(d)
+            )
+        finally:
+            os.close(dir_fd)
+    finally:
+        os.close(prog_fd)
+
+
+def _write_quietly(path: Path, value: str) -> bool:
+    try:
+        path.write_text(value)
+        return True
+    except OSError:
+        return False
+
+
+def _subtree(d: Path) -> list[Path]:
+    """`d` and the cgroups made below it, deepest first: the order they can be removed in."""
+    found, todo = [], [d]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            todo += [e for e in current.iterdir() if e.is_dir() and not e.is_symlink()]
+    return found[::-1]
+
+
+def _pids_in(d: Path) -> list[int]:
+    pids = []
+    for sub in _subtree(d):
+        with contextlib.suppress(OSError, ValueError):
+            pids += [int(p) for p in (sub / "cgroup.procs").read_text().split()]
+    return pids
+
+
+def _wait_empty(d: Path, deadline: float) -> bool:
+    """Whether cgroup `d` (and below) was empty before `deadline` (time.monotonic)."""
+    while _pids_in(d):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _freezer_of(d: Path) -> Path | None:
+    """What freezes cgroup `d`: `d` itself on v2, its twin in the v1 freezer hierarchy (where
+    the container has one), else nothing."""
+    if (d / "cgroup.freeze").exists():
+        return d
+    freezer = _v1_freezer()
+    try:
+        below = d.relative_to(CGROUP_ROOT).parts[1:]  # past the hierarchy's own directory
+    except ValueError:
+        return None
+    if freezer is None or not below:
+        return None
+    twin = freezer.joinpath(*below)
+    return twin if (twin / "freezer.state").exists() else None
+
+
+def _freeze(f: Path, frozen: bool, deadline: float = 0) -> bool:
+    """Freeze (or thaw) cgroup `f` and, freezing, wait until every process in it has stopped
+    or `deadline` has passed. False when the freezer cannot be written."""
+    v2 = (f / "cgroup.freeze").exists()
+    if v2:
+        written = _write_quietly(f / "cgroup.freeze", "1" if frozen else "0")
+    else:
+        written = _write_quietly(f / "freezer.state", "FROZEN" if frozen else "THAWED")
+    while written and frozen and not _is_frozen(f, v2) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return written
+
+
+def _is_frozen(f: Path, v2: bool) -> bool:
+    try:
+        if v2:
+            return "frozen 1" in (f / "cgroup.events").read_text().splitlines()
+        return (f / "freezer.state").read_text().strip() == "FROZEN"
+    except OSError:
+        return False
+
+
+def kill_all(d: Path, seconds: float = 2) -> bool:
+    """SIGKILL every process in cgroup `d` and below; whether none is left within `seconds`
+    (one in uninterruptible sleep dies when it wakes). cgroup.kill (v2, Linux 5.14) does it in
+    the kernel, forks included. Otherwise the cgroup is frozen so that nothing forks between
+    the listing and the kills, every process listed is killed, and it is thawed so that the
+    kills land; again while anything is left."""
+    deadline = time.monotonic() + seconds
+    if _write_quietly(d / "cgroup.kill", "1") and _wait_empty(d, deadline):
+        return True
+    freezer = _freezer_of(d)
+    while _pids_in(d):
+        if time.monotonic() > deadline:
+            return False
+        frozen = freezer is not None and _freeze(freezer, True, deadline)
+        try:
+            for pid in _pids_in(d):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            if frozen:
+                _freeze(freezer, False)
+        _wait_empty(d, min(deadline, time.monotonic() + 0.1))
+    return True
+
+
+def remove_dir(d: Path) -> None:
+    """Kill whatever is left in cgroup `d` (kill_all), then remove it and anything made below
+    it. Gives up after a few seconds: the cgroup stays, stale, for the next command to retry."""
+    kill_all(d)
+    for attempt in range(10):
+        try:
+            for sub in _subtree(d):
+                sub.rmdir()
             return
         except OSError:
-            with contextlib.suppress(OSError):
-                for pid in (d / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), 9)
-            time.sleep(0.01 * (attempt + 1))
+            if not d.exists():
+                return
+        time.sleep(0.01 * (attempt + 1))
+        kill_all(d, 0.2)  # a straggler
 
 
 def _bases() -> list[Path]:
     if version() == 2:
         return [CGROUP_ROOT / PARENT]
-    return [CGROUP_ROOT / c / PARENT for c in ("memory", "pids", "cpu", "cpu,cpuacct")]
+    hierarchies = (*V1_HIERARCHIES, "cpu,cpuacct", "freezer")
+    return [CGROUP_ROOT / c / PARENT for c in hierarchies]
 
 
 def dirs_of(cid: str) -> list[Path]:
@@ -162,32 +331,61 @@ def dirs_of(cid: str) -> list[Path]:
 
 
 def is_empty(d: Path) -> bool:
-    try:
-        return not (d / "cgroup.procs").read_text().split()
-    except OSError:
-        return True
+    return not _pids_in(d)
 
 
 def stale() -> list[Path]:
-    """Container cgroups that hold no process and whose container no imgtool holds alive.
-    Every store's containers share the hierarchy: liveness comes from the host-wide lock, and
-    a cgroup with processes is someone's, never ours to clean."""
+    """Container cgroups whose owner is gone: nobody holds the container's liveness lock (see
+    the module docstring for why that is never a starting container). Some may still hold
+    processes, which outlived their owner: remove_dir kills them. Every store's containers
+    share the hierarchy: liveness comes from the host-wide lock."""
     out = []
     for b in _bases():
         if b.is_dir() and not b.is_symlink():
-            out += [
-                d for d in b.iterdir() if d.is_dir() and is_empty(d) and not liveness.held(d.name)
-            ]
+            out += [d for d in b.iterdir() if d.is_dir() and not liveness.held(d.name)]
     return out
 
 
-def parse_size(text: str) -> int:
-    """Docker's memory sizes: 256m, 1g, 512k, 1024 (bytes); binary units."""
-    t = text.strip().lower().rstrip("b")
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MIN_MEMORY = 6 << 20  # Docker's floor: "Minimum memory limit allowed is 6MB"
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_memory(text: str) -> int | None:
+    """Docker's `-m`: 256m, 1g, 512k, 1024 (bytes), binary units; 0 means no limit. Raises
+    ValueError naming the value for anything else (negative, nan, inf, exponents, overflow)."""
+    m = _MEMORY.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"invalid memory size {text!r} (use e.g. 256m or 1g; 0 for no limit)")
+    value = int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    if value == 0:
+        return None
+    if value < MIN_MEMORY:
+        raise ValueError(f"memory limit {text!r} is below the minimum of 6m")
+    if value > (1 << 62):
+        raise ValueError(f"memory limit {text!r} is too large")
+    return value
+
+
+def parse_cpus(text: str) -> float | None:
+    """Docker's `--cpus`: a number of CPUs, in hundredths at least, at most the host's; 0 means
+    no limit."""
     try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
+        value = float(text)
     except ValueError:
-        raise ValueError(f"invalid size {text!r} (use e.g. 256m or 1g)") from None
+        raise ValueError(f"invalid --cpus {text!r}: expected a number such as 1.5") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"invalid --cpus {text!r}: expected a number such as 1.5")
+    if value == 0:
+        return None
+    available = os.cpu_count() or 1
+    if value < 0.01 or value > available:
+        raise ValueError(
+            f"invalid --cpus {text!r}: the range is 0.01 to {available} (CPUs on this host)"
+        )
+    return value
+
+
+def parse_pids(value: int | None) -> int | None:
+    """Docker's `--pids-limit`: 0 or less means no limit."""
+    return value if value is not None and value > 0 else None

@@ -7,12 +7,14 @@ library is out of reach, so everything used is imported at the top.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import stat
 from collections.abc import Callable
 
+from imgtool import inroot
 from imgtool.errors import SandboxError
 from imgtool.sandbox import linux, seccomp
 from imgtool.sandbox.spec import CAP_NUMBERS, MASKED_PATHS, READONLY_PATHS, SandboxSpec
@@ -70,76 +72,164 @@ def mount_rootfs(spec: SandboxSpec) -> None:
     os.chdir("/")
 
 
-def _mkdir_in_root(root: str, path: str, mode: int = 0o755) -> str:
-    target = os.path.join(root, path.lstrip("/"))
-    _guard("mkdir", target, lambda: os.makedirs(target, mode, exist_ok=True))
-    return target
+def _opened_target(root_fd: int, path: str, is_file: bool) -> int:
+    """The mount point `path` of the container, resolved inside its root (an image's symlink
+    means what it means in the image, never a host path), made when missing."""
+    try:
+        if is_file:
+            return inroot.ensure_file(root_fd, path)
+        return inroot.mkdirs(root_fd, path)
+    except OSError as e:
+        raise SandboxError("mount point", path, e.errno or 0) from None
 
 
-def _ensure_file(root: str, path: str) -> str:
-    target = os.path.join(root, path.lstrip("/"))
-    if not os.path.lexists(target):
-        _mkdir_in_root(root, os.path.dirname(path))
-        _guard("create", target, lambda: os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644)))
-    return target
+def _mount_at(
+    root_fd: int,
+    path: str,
+    source: str,
+    fstype: str,
+    flags: int = 0,
+    data: str = "",
+    is_file: bool = False,
+) -> None:
+    """mount(2) onto the descriptor of a mount point found inside the root, as crun does."""
+    fd = _opened_target(root_fd, path, is_file)
+    try:
+        linux.mount(source, inroot.fd_path(fd), fstype, flags, data)
+    except SandboxError as e:
+        raise SandboxError(e.step, path, e.errno) from None
+    finally:
+        os.close(fd)
+    if flags & linux.MS_BIND and flags & linux.MS_RDONLY:  # a bind is read-only by a remount
+        _remount(root_fd, path, linux.MS_BIND | linux.MS_RDONLY | (flags & linux.MS_REC), is_file)
+
+
+def _remount(root_fd: int, path: str, flags: int, is_file: bool = False, data: str = "") -> None:
+    # opened again: a descriptor taken before the mount names the directory under it
+    fd = _opened_target(root_fd, path, is_file)
+    try:
+        linux.mount("none", inroot.fd_path(fd), "", linux.MS_REMOUNT | flags, data)
+    except SandboxError as e:
+        raise SandboxError(e.step, path, e.errno) from None
+    finally:
+        os.close(fd)
+
+
+def _open_rootfs(spec: SandboxSpec) -> int:
+    try:
+        return inroot.open_root(spec.rootfs)
+    except OSError as e:
+        raise SandboxError("open", spec.rootfs, e.errno or 0) from None
+
+
+NOSUID_NODEV_NOEXEC = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
 
 
 def mount_kernel_filesystems(spec: SandboxSpec) -> None:
-    root = spec.rootfs
-    nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    linux.mount("proc", _mkdir_in_root(root, "/proc"), "proc", nosuid_nodev_noexec)
-    sys_target = _mkdir_in_root(root, "/sys")
-    if spec.network == "host":  # sysfs shows the network namespace it is mounted in
-        linux.mount("/sys", sys_target, "", linux.MS_BIND | linux.MS_REC)
-        linux.mount("/sys", sys_target, "", linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
-    else:
-        linux.mount("sysfs", sys_target, "sysfs", nosuid_nodev_noexec | linux.MS_RDONLY)
-    dev = _mkdir_in_root(root, "/dev")
-    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID, "mode=755,size=65536k")
-    for name, major, minor in DEV_NODES:
-        path = os.path.join(dev, name)
-        _guard(
-            "mknod",
-            path,
-            lambda p=path, a=major, b=minor: os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(a, b)),
-        )
-        os.chmod(path, 0o666)
-    for name, target in DEV_LINKS:
-        os.symlink(target, os.path.join(dev, name))
-    pts = _mkdir_in_root(root, "/dev/pts")
-    linux.mount(
+    root_fd = _open_rootfs(spec)
+    try:
+        _mount_at(root_fd, "/proc", "proc", "proc", NOSUID_NODEV_NOEXEC)
+        # a sysfs of its own even on the host network (it shows the namespace it is mounted
+        # in): a bind of the host's /sys would bring the host's cgroup tree and other submounts
+        sys_flags = NOSUID_NODEV_NOEXEC | (0 if spec.privileged else linux.MS_RDONLY)
+        _mount_at(root_fd, "/sys", "sysfs", "sysfs", sys_flags)
+        _mount_cgroup_view(spec, root_fd)
+        _mount_dev(spec, root_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _mount_cgroup_view(spec: SandboxSpec, root_fd: int) -> None:
+    """/sys/fs/cgroup shows the container's own cgroup and nothing above it, read-only: the
+    container joined a new cgroup namespace inside its cgroup, and a cgroup file system mounted
+    there has that cgroup as its root (Docker's view on v2; on v1 one mount per hierarchy the
+    container has a cgroup in, on a tmpfs)."""
+    ro = NOSUID_NODEV_NOEXEC | (0 if spec.privileged else linux.MS_RDONLY)
+    if not spec.cgroup_hierarchies:
+        return
+    if spec.cgroup_hierarchies == ["unified"]:
+        _mount_at(root_fd, "/sys/fs/cgroup", "cgroup2", "cgroup2", ro)
+        return
+    _mount_at(root_fd, "/sys/fs/cgroup", "tmpfs", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=755")
+    for name in spec.cgroup_hierarchies:
+        _mount_at(root_fd, f"/sys/fs/cgroup/{name}", "cgroup", "cgroup", ro, name)
+        if "," in name:  # Docker's links: cpu -> cpu,cpuacct
+            fd = _opened_target(root_fd, "/sys/fs/cgroup", False)
+            try:
+                for part in name.split(","):
+                    with contextlib.suppress(FileExistsError):
+                        os.symlink(name, part, dir_fd=fd)
+            finally:
+                os.close(fd)
+    if not spec.privileged:
+        _remount(root_fd, "/sys/fs/cgroup", linux.MS_RDONLY | NOSUID_NODEV_NOEXEC, data="mode=755")
+
+
+def _mount_dev(spec: SandboxSpec, root_fd: int) -> None:
+    _mount_at(root_fd, "/dev", "tmpfs", "tmpfs", linux.MS_NOSUID, "mode=755,size=65536k")
+    dev = _opened_target(root_fd, "/dev", False)  # the tmpfs now mounted there
+    try:
+        for name, major, minor in DEV_NODES:
+            _mknod(dev, name, stat.S_IFCHR, major, minor, 0o666, 0, 0)
+        for name, target in DEV_LINKS:
+            os.symlink(target, name, dir_fd=dev)
+    finally:
+        os.close(dev)
+    _mount_at(
+        root_fd,
+        "/dev/pts",
         "devpts",
-        pts,
         "devpts",
         linux.MS_NOSUID | linux.MS_NOEXEC,
         "newinstance,ptmxmode=0666,mode=0620,gid=5",
     )
-    shm = _mkdir_in_root(root, "/dev/shm")
-    linux.mount("shm", shm, "tmpfs", nosuid_nodev_noexec, "mode=1777,size=65536k")
-    mqueue = _mkdir_in_root(root, "/dev/mqueue")
-    linux.mount("mqueue", mqueue, "mqueue", nosuid_nodev_noexec)
+    _mount_at(root_fd, "/dev/shm", "shm", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k")
+    _mount_at(root_fd, "/dev/mqueue", "mqueue", "mqueue", NOSUID_NODEV_NOEXEC)
+    for node in spec.devices:
+        try:
+            parent, name = inroot.walk_parent(root_fd, node.path, create=True)
+        except OSError as e:
+            raise SandboxError("mknod", node.path, e.errno or 0) from None
+        try:
+            kind = stat.S_IFBLK if node.kind == "b" else stat.S_IFCHR
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=parent)  # docker replaces what the image has there
+            _mknod(parent, name, kind, node.major, node.minor, node.mode, node.uid, node.gid)
+        finally:
+            os.close(parent)
+
+
+def _mknod(
+    dir_fd: int, name: str, kind: int, major: int, minor: int, mode: int, uid: int, gid: int
+) -> None:
+    def make() -> None:
+        os.mknod(name, kind | mode, os.makedev(major, minor), dir_fd=dir_fd)
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        os.chmod(name, mode, dir_fd=dir_fd)  # not the umask's
+
+    _guard("mknod", name, make)
 
 
 def mount_etc_files(spec: SandboxSpec) -> None:
-    for path, source in spec.etc_files.items():
-        target = _ensure_file(spec.rootfs, path)
-        linux.mount(source, target, "", linux.MS_BIND)
+    # read-only with --read-only, as Docker's: they are part of the root file system's view
+    flags = linux.MS_BIND | (linux.MS_RDONLY if spec.readonly_rootfs else 0)
+    root_fd = _open_rootfs(spec)
+    try:
+        for path, source in spec.etc_files.items():
+            _mount_at(root_fd, path, source, "", flags, is_file=True)
+    finally:
+        os.close(root_fd)
 
 
 def mount_volumes(spec: SandboxSpec) -> None:
-    for m in spec.mounts:
-        if os.path.isdir(m.source):
-            target = _mkdir_in_root(spec.rootfs, m.target)
-        else:
-            target = _ensure_file(spec.rootfs, m.target)
-        linux.mount(m.source, target, "", linux.MS_BIND | linux.MS_REC)
-        if m.readonly:
-            linux.mount(
-                m.source,
-                target,
-                "",
-                linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_REC,
-            )
+    root_fd = _open_rootfs(spec)
+    try:
+        for m in spec.mounts:
+            flags = linux.MS_BIND | linux.MS_REC | (linux.MS_RDONLY if m.readonly else 0)
+            is_file = not os.path.isdir(m.source)
+            _mount_at(root_fd, m.target, m.source, "", flags, is_file=is_file)
+    finally:
+        os.close(root_fd)
 
 
 def enter_rootfs(spec: SandboxSpec) -> None:
@@ -153,6 +243,8 @@ def enter_rootfs(spec: SandboxSpec) -> None:
 
 
 def mask_paths(spec: SandboxSpec) -> None:
+    if spec.privileged:  # as Docker's --privileged: nothing masked
+        return
     for path in MASKED_PATHS:
         if not os.path.lexists(path):
             continue
@@ -234,11 +326,10 @@ def workdir(spec: SandboxSpec) -> None:
 def capabilities_and_user(spec: SandboxSpec) -> tuple[int, int]:
     uid, gid, extra, home = resolve_user(spec.user)
     spec.env.setdefault("HOME", home)
-    if spec.seccomp:  # now, while CAP_SYS_ADMIN is still there: it allows what is left to do
-        seccomp.install()
     keep = 0
     for name in spec.caps:
         keep |= 1 << CAP_NUMBERS[name]
+    keep &= _bounding_set()  # what imgtool itself lacks (or the kernel lacks) is no one's
     for cap in range(linux.last_cap() + 1):
         if not keep & (1 << cap):
             linux.prctl(linux.PR_CAPBSET_DROP, cap)
@@ -249,9 +340,25 @@ def capabilities_and_user(spec: SandboxSpec) -> tuple[int, int]:
     _guard("setuid", spec.user, lambda: os.setuid(uid))  # for uid != 0 this clears every cap
     if uid == 0:
         linux.capset(keep, keep, 0)
+    # a change of credentials clears the parent-death signal: armed again, or a non-root
+    # container would outlive a killed imgtool (the caller then checks the parent is alive)
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if spec.no_new_privs:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    if spec.seccomp is not None:  # last, as runc: a strict profile cannot break the set-up
+        seccomp.install(spec.seccomp)  # (without no_new_privs this needs CAP_SYS_ADMIN)
     return uid, gid
+
+
+def _bounding_set() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return (1 << (linux.last_cap() + 1)) - 1
 
 
 class _suppress_einval:

@@ -192,3 +192,73 @@ def set_controlling_tty(fd: int) -> None:
 
     os.setsid()
     fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+
+
+# bpf(2), for the device cgroup's filter on cgroup v2 (uapi/linux/bpf.h)
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6  # enum bpf_attach_type
+BPF_F_ALLOW_MULTI = 2
+_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
+_VERIFIER_LOG_SIZE = 1 << 16
+
+
+def _bpf(cmd: int, attr: bytes) -> int:
+    """bpf(cmd, attr, size): the result, or -1 with errno set."""
+    machine = os.uname().machine
+    if machine not in _BPF_SYSCALL:
+        raise SandboxError("bpf", detail=f"unknown syscall number on {machine}")
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    return _libc.syscall(_BPF_SYSCALL[machine], ctypes.c_int(cmd), buf, ctypes.c_uint(len(attr)))
+
+
+def _prog_load_attr(
+    prog_type: int, insns: ctypes.Array, license: ctypes.Array, log: ctypes.Array | None
+) -> bytes:
+    # the BPF_PROG_LOAD part of union bpf_attr, up to prog_name: prog_type, insn_cnt, insns,
+    # license, log_level, log_size, log_buf, kern_version, prog_flags, prog_name[16]
+    return struct.pack(
+        "=IIQQIIQII16s",
+        prog_type,
+        len(insns) // 8,
+        ctypes.addressof(insns),
+        ctypes.addressof(license),
+        1 if log is not None else 0,
+        len(log) if log is not None else 0,
+        ctypes.addressof(log) if log is not None else 0,
+        0,
+        0,
+        b"imgtool",
+    )
+
+
+def bpf_prog_load(prog_type: int, insns: bytes, license: str, path: str) -> int:
+    """Load an eBPF program (8-byte instructions) and return its fd; `path` names what it is
+    for in errors. A program the verifier refuses is loaded again with its log, whose
+    complaint the error carries."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    fd = _bpf(BPF_PROG_LOAD, _prog_load_attr(prog_type, code, lic, None))
+    if fd >= 0:
+        return fd
+    err = ctypes.get_errno()
+    log = ctypes.create_string_buffer(_VERIFIER_LOG_SIZE)
+    retry = _bpf(BPF_PROG_LOAD, _prog_load_attr(prog_type, code, lic, log))
+    if retry >= 0:  # loaded after all (a passing failure): keep it
+        return retry
+    # the verifier's complaint is the line before its statistics ("processed N insns ...")
+    lines = [
+        line
+        for line in log.value.decode(errors="replace").splitlines()
+        if line.strip() and not line.startswith(("processed ", "verification time"))
+    ]
+    raise SandboxError("bpf(BPF_PROG_LOAD)", path, err, lines[-1] if lines else "")
+
+
+def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int, path: str) -> None:
+    """Attach a loaded program to `target_fd` (a cgroup directory: `path`)."""
+    # target_fd, attach_bpf_fd, attach_type, attach_flags, replace_bpf_fd
+    attr = struct.pack("=IIIII", target_fd, prog_fd, attach_type, flags, 0)
+    if _bpf(BPF_PROG_ATTACH, attr) != 0:
+        raise _fail("bpf(BPF_PROG_ATTACH)", path)

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from imgtool.errors import SandboxError
-from imgtool.sandbox import container, linux
+from imgtool.sandbox import container, linux, seccomp
 from imgtool.sandbox.cgroups import Cgroup
-from imgtool.sandbox.spec import SandboxSpec
+from imgtool.sandbox.spec import DEFAULT_SECCOMP, SandboxSpec
 
 FORWARDED = (
     signal.SIGINT,
@@ -97,11 +97,22 @@ def _attach_console(console: int, winsize: bytes | None) -> None:
         os.close(slave)
 
 
-def _container_main(spec: SandboxSpec, go_r: int, err_w: int, console: int | None) -> None:
+def _exit_if_orphaned(life_r: int) -> None:
+    """A's end of the life pipe closes when A dies: once PR_SET_PDEATHSIG is armed, a death
+    before that moment would go unnoticed otherwise (B is PID 1: getppid() says nothing)."""
+    ready, _, _ = select.select([life_r], [], [], 0)
+    if ready:
+        os._exit(EXIT_SETUP_FAILED)
+
+
+def _container_main(
+    spec: SandboxSpec, go_r: int, life_r: int, err_w: int, console: int | None
+) -> None:
     """B: wait to be put in the cgroup, set up, exec. Never returns."""
     code = EXIT_SETUP_FAILED
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        _exit_if_orphaned(life_r)
         os.read(go_r, 1)
         os.close(go_r)
         for sig in FORWARDED:
@@ -110,13 +121,15 @@ def _container_main(spec: SandboxSpec, go_r: int, err_w: int, console: int | Non
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
-        _close_fds_except({err_w} | ({console} if console is not None else set()))
+        _close_fds_except({err_w, life_r} | ({console} if console is not None else set()))
         container.unshare_namespaces(spec)
         for step in container.SETUP_STEPS:
             step(spec)
         if console is not None:
             _attach_console(console, _terminal_size())
-        container.capabilities_and_user(spec)
+        container.capabilities_and_user(spec)  # arms PR_SET_PDEATHSIG again
+        _exit_if_orphaned(life_r)
+        os.close(life_r)
         container.chdir_workdir(spec)
         path = container.find_executable(spec.argv[0], spec.env)
         if spec.init:
@@ -148,20 +161,30 @@ def _exec(path: str, spec: SandboxSpec) -> None:
 
 
 def _relay_main(
-    spec: SandboxSpec, cgroup: Cgroup | None, err_w: int, stat_w: int, console: int | None
+    spec: SandboxSpec,
+    cgroup: Cgroup | None,
+    owner: int,
+    err_w: int,
+    stat_w: int,
+    console: int | None,
 ) -> None:
     """A: new PID namespace for its child, cgroup, then wait and report. Never returns."""
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != owner:  # imgtool died before the signal was armed
+            os._exit(EXIT_SETUP_FAILED)
         _close_fds_except({err_w, stat_w} | ({console} if console is not None else set()))
         linux.unshare(linux.CLONE_NEWPID)
         go_r, go_w = os.pipe()
+        life_r, life_w = os.pipe()  # held open by A, never written: closed when A dies
         pid = os.fork()
         if pid == 0:
             os.close(go_w)
             os.close(stat_w)
-            _container_main(spec, go_r, err_w, console)
+            os.close(life_w)
+            _container_main(spec, go_r, life_r, err_w, console)
         os.close(go_r)
+        os.close(life_r)
         if console is not None:
             os.close(console)
         if cgroup is not None:
@@ -207,7 +230,12 @@ def run(
     cgroup: Cgroup | None = None,
 ) -> Outcome:
     """Run the sandbox to its end. Raises SandboxError when the set-up failed (exec failures
-    included: `.errno` ENOENT for a command not found)."""
+    included: `.errno` ENOENT for a command not found). Completes `spec` first: the default
+    seccomp filter compiled for its capabilities, the cgroup hierarchies it will see."""
+    if spec.seccomp == DEFAULT_SECCOMP:
+        spec.seccomp = seccomp.compile_filter(seccomp.default_profile(), spec.caps)
+    if cgroup is not None:
+        spec.cgroup_hierarchies = _hierarchies(cgroup)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     stat_r, stat_w = os.pipe2(os.O_CLOEXEC)
     master = None
@@ -220,12 +248,13 @@ def run(
     sys.stderr.flush()
     # the children never collect: a collection would touch, and so copy, the whole heap
     gc.freeze()
+    owner = os.getpid()
     relay = os.fork()
     if relay == 0:
         gc.disable()
         os.close(err_r)
         os.close(stat_r)
-        _relay_main(spec, cgroup, err_w, stat_w, theirs.fileno() if theirs else None)
+        _relay_main(spec, cgroup, owner, err_w, stat_w, theirs.fileno() if theirs else None)
     os.close(err_w)
     os.close(stat_w)
     if theirs is not None:
@@ -263,6 +292,13 @@ def run(
         sig = os.WTERMSIG(status)
         return Outcome(128 + sig, sig, oom and sig == signal.SIGKILL)
     return Outcome(os.WEXITSTATUS(status), 0, oom)
+
+
+def _hierarchies(cgroup: Cgroup) -> list[str]:
+    """The names under /sys/fs/cgroup of the hierarchies the container has a cgroup in."""
+    if cgroup.version == 2:
+        return ["unified"]
+    return [d.parent.parent.name for d in cgroup.dirs]  # <root>/<hierarchy>/imgtool/<id>
 
 
 def _read_until_exec(err_r: int, master: int | None) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from imgtool.sandbox.cgroups import Limits
+from imgtool.sandbox.devices import DEFAULT_RULES, DeviceRule
 
 # Docker's default capability set (moby's oci/caps/defaults.go)
 DEFAULT_CAPS = (
@@ -91,6 +92,22 @@ class BindMount:
     readonly: bool = False
 
 
+DEFAULT_SECCOMP = b"default"  # not a program: the runner compiles the default profile
+
+
+@dataclass(frozen=True)
+class DeviceNode:
+    """A host device made in the container's /dev (`--device`, `--privileged`)."""
+
+    path: str  # in the container
+    kind: str  # "c" or "b"
+    major: int
+    minor: int
+    mode: int = 0o666  # permission bits
+    uid: int = 0
+    gid: int = 0
+
+
 @dataclass
 class SandboxSpec:
     argv: list[str]
@@ -110,8 +127,43 @@ class SandboxSpec:
     limits: Limits = field(default_factory=Limits)
     caps: tuple[str, ...] = DEFAULT_CAPS
     no_new_privs: bool = True
-    seccomp: bool = True  # the filter of sandbox/seccomp.py (`--security-opt seccomp=unconfined`)
+    # the filter of sandbox/seccomp.py: DEFAULT_SECCOMP (the default profile, compiled by the
+    # runner for `caps`), a compiled program, or None: unconfined
+    seccomp: bytes | None = DEFAULT_SECCOMP
+    devices: list[DeviceNode] = field(default_factory=list)
+    # all capabilities, every host device, no masked paths, /sys writable (the seccomp filter,
+    # the device cgroup and the capability set are the caller's to drop)
+    privileged: bool = False
+    # the device cgroup's allow-list (sandbox/devices.py); None: every device (--privileged)
+    device_rules: tuple[DeviceRule, ...] | None = DEFAULT_RULES
+    # cgroup hierarchies the container has its own cgroup in, as mounted under /sys/fs/cgroup
+    # ("unified" for v2, "memory", "cpu,cpuacct"… on v1): its read-only view of them
+    cgroup_hierarchies: list[str] = field(default_factory=list)
     tty: bool = False
     stdin: bool = True
     init: bool = False  # a minimal init as PID 1 that reaps zombies and forwards signals
     readonly_rootfs: bool = False
+
+
+def resolve_caps(add: list[str], drop: list[str]) -> tuple[str, ...]:
+    """Docker's --cap-add/--cap-drop over its default set (moby's TweakCapabilities): names
+    with or without CAP_, any case; ALL in --cap-add gives every capability but the dropped
+    ones, ALL in --cap-drop keeps only the added ones."""
+
+    def names(values: list[str], flag: str) -> set[str]:
+        out = set()
+        for v in values:
+            name = v.strip().upper().removeprefix("CAP_")
+            if name != "ALL" and name not in CAP_NUMBERS:
+                raise ValueError(f"{flag} {v!r}: unknown capability")
+            out.add(name)
+        return out
+
+    adds, drops = names(add, "--cap-add"), names(drop, "--cap-drop")
+    if "ALL" in adds:
+        caps = set(CAP_NUMBERS) - drops
+    elif "ALL" in drops:
+        caps = adds
+    else:
+        caps = (set(DEFAULT_CAPS) - drops) | adds
+    return tuple(sorted(caps, key=CAP_NUMBERS.__getitem__))

@@ -124,8 +124,8 @@ def test_seccomp_refuses_user_namespaces(busybox: str) -> None:
     assert "Operation not permitted" in r.err
     r = sh(busybox, script, "--network", "none", "--security-opt", "seccomp=unconfined")
     assert "Seccomp:\t0" in r.out and "rc=0" in r.out
-    r = sh(busybox, "true", "--security-opt", "seccomp=profile.json")
-    assert r.code == 125 and "seccomp=profile.json" in r.err and r.err.count("\n") == 1
+    r = sh(busybox, "true", "--security-opt", "seccomp=/nonexistent/profile.json")
+    assert r.code == 125 and "/nonexistent/profile.json" in r.err and r.err.count("\n") == 1
 
 
 def test_network_none_and_host(busybox: str) -> None:
