@@ -25,7 +25,13 @@ from imgtool.errors import (
 from imgtool.progress import Callback, Event, ignore
 from imgtool.reference import Reference
 from imgtool.registry import config as regconf
-from imgtool.registry.client import ClientPool, RegistryClient, TransportOptions
+from imgtool.registry.client import (
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    ClientPool,
+    RegistryClient,
+    TransportOptions,
+)
 from imgtool.store import INDEX_DIGEST_ANNOTATION, Store
 
 MAX_CONCURRENT_DOWNLOADS = 3
@@ -110,6 +116,11 @@ class _Fetcher:
         """By digest (store first) or by tag (HEAD first, then the store, then GET)."""
         digest = ref if ref.startswith("sha256:") else None
         media_type = known.media_type if known else None
+        if known is not None and known.size > MAX_MANIFEST_BYTES:
+            raise SpecError(
+                f"manifest {self.repository}@{known.digest} is {known.size} bytes, over the "
+                f"{MAX_MANIFEST_BYTES >> 20} MiB limit"
+            )
         if digest is None:
             info = self.client.head_manifest(self.repository, ref)
             if info is not None:
@@ -178,10 +189,12 @@ def _pull_from(
     else:
         m = top
     _check_manifest(m, ref)
-    fetcher.blobs(m.blobs())
+    # the config first: a platform that does not match is refused before any layer comes
+    fetcher.blob(m.config)
     config = oci.ImageConfig.from_json(store.read_blob(m.config.digest))
     if opts.platform is not None and not _platform_matches(config.platform, wanted):
         raise SpecError(f"{ref} is for {config.platform}, not {wanted}")
+    fetcher.blobs(m.layers)
     annotations = {INDEX_DIGEST_ANNOTATION: index_digest} if index_digest else {}
     name = str(ref)
     store.set_ref(name, oci.Descriptor(m.media_type, m.digest, len(m.raw), annotations))
@@ -214,9 +227,19 @@ def _pull_index(
 def _check_manifest(m: oci.Manifest, ref: Reference) -> None:
     if m.config.media_type not in mt.CONFIG_TYPES:
         raise SpecError(f"{ref} is not a container image (config type {m.config.media_type})")
+    _check_config_size(m, ref)
     for layer in m.layers:
         if layer.media_type not in mt.LAYER_TYPES:
             raise SpecError(f"{ref}: unsupported layer media type {layer.media_type!r}")
+
+
+def _check_config_size(m: oci.Manifest, ref: Reference) -> None:
+    """containers/image's limit: a config is read into memory whole."""
+    if m.config.size > MAX_CONFIG_BYTES:
+        raise SpecError(
+            f"{ref}: its config is {m.config.size} bytes, over the "
+            f"{MAX_CONFIG_BYTES >> 20} MiB limit for configs"
+        )
 
 
 def _platform_matches(have: oci.Platform, want: oci.Platform) -> bool:
@@ -250,17 +273,8 @@ def resolve_remote(
                 top = oci.parse_manifest_or_index(got.raw, got.media_type)
             if not isinstance(top, oci.Manifest):
                 raise SpecError(f"{ref}: an index inside an index is not supported")
-            resp = client.request(
-                "GET",
-                f"/v2/{ep.repository}/blobs/{top.config.digest}",
-                [f"repository:{ep.repository}:pull"],
-            )
-            raw = resp.content
-            from imgtool.digest import Digest
-
-            if str(Digest.of(raw)) != top.config.digest:
-                raise DigestMismatch(f"config of {ref}", top.config.digest, str(Digest.of(raw)))
-            return ref, top, raw
+            _check_config_size(top, ref)
+            return ref, top, client.get_config(ep.repository, top.config.digest)
         except (RegistryError, DigestMismatch) as e:
             if not ep.mirror:
                 raise _with_reference(_most_telling(e, [last] if last else []), ref) from None

@@ -38,7 +38,7 @@ def push(
 ) -> PushResult:
     opts = options or PushOptions()
     found, desc = store.find(name)
-    dest = refs.parse(destination or found)
+    dest = store.resolve(destination or found)  # a short destination follows its alias
     if dest.digest and desc.digest != dest.digest:
         raise InvalidReference(str(dest), f"the image's digest is {desc.digest}")
     client = ClientPool(opts.transport).get(dest.api_host, opts.transport.insecure)

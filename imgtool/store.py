@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -167,9 +167,15 @@ class Ingest:
 
 
 class Store:
-    def __init__(self, root: Path | str | None = None) -> None:
+    def __init__(
+        self, root: Path | str | None = None, resolve: Callable[[str], refs.Reference] | None = None
+    ) -> None:
         self.root = Path(root) if root is not None else default_root()
         self._ready = False
+        # How a name as typed becomes a reference: Docker's rules unless told otherwise. The
+        # CLI passes registries.conf's resolver, the one pull uses, so that a short-name
+        # alias means the same image in every command.
+        self.resolve = resolve or refs.parse
 
     # --- set-up and locks -----------------------------------------------------------------
 
@@ -338,16 +344,17 @@ class Store:
     # --- lookups --------------------------------------------------------------------------
 
     def find(self, name: str) -> tuple[str, oci.Descriptor]:
-        """Find an image by name as given, by its normalized reference, or by digest or id
-        (a prefix of at least 4 hex characters of the manifest or config digest)."""
+        """Find an image by name as given, by the reference `resolve` makes of it, or by
+        digest or id (a prefix of at least 4 hex characters of the manifest or config digest)."""
         entries = self.entries()
         by_name = {d.ref_name: d for d in entries if d.ref_name}
         if name in by_name:
             return name, by_name[name]
+        shown = name
         with contextlib.suppress(InvalidReference):
-            normalized = str(refs.parse(name))
-            if normalized in by_name:
-                return normalized, by_name[normalized]
+            shown = str(self.resolve(name))
+            if shown in by_name:
+                return shown, by_name[shown]
         hexpart = name.split(":", 1)[1] if name.startswith("sha256:") else name
         if len(hexpart) >= 4 and all(c in "0123456789abcdef" for c in hexpart):
             hits = [d for d in entries if self._matches_id(d, hexpart)]
@@ -356,9 +363,6 @@ class Store:
                 return hits[0].ref_name or hits[0].digest, hits[0]
             if len(distinct) > 1:
                 raise StoreError(f"{name!r} is ambiguous: it matches {len(distinct)} images")
-        shown = name
-        with contextlib.suppress(InvalidReference):
-            shown = str(refs.parse(name))
         raise ImageNotFound(shown)
 
     def _matches_id(self, desc: oci.Descriptor, hexpart: str) -> bool:
@@ -411,27 +415,25 @@ class Store:
         """Every blob reachable from index.json. Unknown media types at the top are an error:
         gc cannot know what such a blob refers to."""
         seen: set[str] = set()
-
-        def walk(desc: oci.Descriptor, top: bool) -> None:
+        # (descriptor, named in index.json): a stack, not recursion, however deep indexes nest
+        todo = [(d, True) for d in reversed(self.entries())]
+        while todo:
+            desc, top = todo.pop()
             if desc.digest in seen:
-                return
+                continue
             if desc.media_type in mt.MANIFEST_TYPES | mt.INDEX_TYPES:
                 if not self.has_blob(desc.digest):
                     if top:
                         raise StoreError(f"gc: {desc.digest} is named in index.json but missing")
-                    return  # an index may list platforms that were not pulled
+                    continue  # an index may list platforms that were not pulled
                 seen.add(desc.digest)
                 m = self.manifest(desc)
                 children = m.blobs() if isinstance(m, oci.Manifest) else list(m.manifests)
-                for c in children:
-                    walk(c, False)
+                todo.extend((c, False) for c in reversed(children))
             elif top:
                 raise StoreError(f"gc: unknown media type: {desc.media_type}")
             else:
                 seen.add(desc.digest)
-
-        for d in self.entries():
-            walk(d, True)
         return seen
 
     def gc(self, dry_run: bool = False) -> list[tuple[str, int]]:

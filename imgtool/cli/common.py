@@ -13,10 +13,13 @@ if TYPE_CHECKING:
 
 
 def store_of(ctx: click.Context) -> Store:
+    """The store, reading names as pull does: a short name follows its registries.conf alias
+    in run, inspect, tag, rmi and the rest, as in podman."""
+    from imgtool.registry.config import resolve_name
     from imgtool.store import Store
 
     root = ctx.find_root().obj.get("root")
-    return Store(Path(root) if root else None)
+    return Store(Path(root) if root else None, resolve=resolve_name)
 
 
 def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -35,8 +38,15 @@ def transport(insecure: bool, cert_dir: str | None, **extra: Any) -> Any:
     from imgtool.registry.client import TransportOptions
 
     return TransportOptions(
-        insecure=insecure, cert_dir=Path(cert_dir) if cert_dir else None, **extra
+        insecure=insecure,
+        cert_dir=Path(cert_dir) if cert_dir else None,
+        notice=_warn,
+        **extra,
     )
+
+
+def _warn(message: str) -> None:
+    click.echo(f"imgtool: warning: {message}", err=True)
 
 
 def human_size(n: float) -> str:

@@ -57,7 +57,9 @@ def inspect(
     if raw or config_only:
         img = store.image(name, plat)
         data = img.config.raw if config_only else store.read_blob(img.descriptor.digest)
-        click.echo(data.decode())
+        out = click.get_binary_stream("stdout")
+        out.write(data)  # the exact bytes, no newline added: they hash to the digest
+        out.flush()
         return
     click.echo(json.dumps(inspect_image(store, name, plat), indent=2))
 
@@ -68,10 +70,8 @@ def inspect(
 @click.pass_context
 def tag(ctx: click.Context, source: str, target: str) -> None:
     """Give the image SOURCE another name, TARGET."""
-    from imgtool import reference
-
     store = store_of(ctx)
-    new = str(reference.parse(target))
+    new = str(store.resolve(target))
     with store.writing():
         _, desc = store.find(source)
         store.set_ref(new, desc)

@@ -1,17 +1,21 @@
 """A client of the distribution API v2 (the OCI distribution spec) for one registry host.
 
 It owns the transport: scheme choice (HTTPS; plain HTTP only for localhost or an insecure
-registry), CA and client certificates from certs.d, auth (bearer tokens per scope, refreshed on
-401; Basic), retries with backoff on 429/5xx/resets honouring Retry-After, redirects that never
-carry the Authorization header to another host, and resumable blob downloads (HTTP Range).
+registry), one persistent session per registry, the system's trust store plus CA and client
+certificates from certs.d, auth (bearer tokens per scope, refreshed on 401; Basic), retries
+with backoff on 429/5xx/resets honouring Retry-After, redirects that never carry the
+Authorization header to another host, resumable blob downloads (HTTP Range), and size limits
+on what is read into memory (manifests, configs).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,15 +24,18 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 
 from imgtool import __version__
 from imgtool import mediatypes as mt
 from imgtool.errors import (
     AuthError,
+    ConfigError,
     DigestMismatch,
     NotFound,
     RegistryError,
     RegistryUnavailable,
+    SpecError,
     TooManyRequests,
 )
 from imgtool.registry import credentials as creds_mod
@@ -39,6 +46,10 @@ USER_AGENT = f"imgtool/{__version__}"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
 CHUNK = 1 << 16  # small enough that an interrupted download keeps most of what came
+# containers/image's limits (internal/iolimits): a manifest or a config is read into memory
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_CONFIG_BYTES = 4 << 20
+DISCARD_LIMIT = 64 << 10  # error and redirect bodies up to this are read to keep the connection
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class TransportOptions:
     chunk_size: int = 32 << 20  # blobs above this are uploaded in chunks of this size
     credentials: creds_mod.Credentials | None = None  # overrides the auth files
     anonymous: bool = False
+    notice: Callable[[str], None] | None = None  # told once per registry: unverified TLS
 
 
 class BlobSink(Protocol):
@@ -84,6 +96,15 @@ def _is_local(host: str) -> bool:
     return _host_of(host) in LOCAL_HOSTS or host in LOCAL_HOSTS
 
 
+def _has_port(host: str) -> bool:
+    return not host.endswith("]") and ":" in host.rsplit("]", 1)[-1]
+
+
+def _is_registry_answer(resp: requests.Response) -> bool:
+    """What a registry answers on /v2/: OK, a challenge, or its API version header."""
+    return resp.status_code in (200, 401) or "Docker-Distribution-API-Version" in resp.headers
+
+
 def certs_dirs(host: str, cert_dir: Path | None) -> list[Path]:
     if cert_dir is not None:
         return [cert_dir]
@@ -96,36 +117,100 @@ def certs_dirs(host: str, cert_dir: Path | None) -> list[Path]:
     return [b / host for b in bases]
 
 
-def _tls_settings(host: str, opts: TransportOptions) -> tuple[Any, tuple[str, str] | None]:
-    """(verify, cert) for requests: extra CAs from certs.d (*.crt) beside the system ones,
-    and a client certificate (*.cert with its *.key)."""
-    if opts.insecure:
-        return False, None
-    cas: list[Path] = []
-    client: tuple[str, str] | None = None
-    for d in certs_dirs(host, opts.cert_dir):
+def _certs_d(host: str, cert_dir: Path | None) -> tuple[list[Path], tuple[str, str] | None]:
+    """Extra CAs (*.crt) and a client certificate (*.cert with its *.key) for a host, from
+    the first certs.d directory that has any (containers-certs.d(5))."""
+    for d in certs_dirs(host, cert_dir):
         if not d.is_dir():
             continue
-        cas += sorted(d.glob("*.crt"))
+        cas = sorted(d.glob("*.crt"))
+        client = None
         for cert in sorted(d.glob("*.cert")):
             key = cert.with_suffix(".key")
             if key.exists():
                 client = (str(cert), str(key))
         if cas or client:
-            break
-    if not cas:
-        return True, client
-    import certifi  # requests' own CA bundle; imported here, where it is needed
+            return cas, client
+    return [], None
 
-    bundle = b"".join([Path(certifi.where()).read_bytes(), *(p.read_bytes() for p in cas)])
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgtool"
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"ca-{hashlib.sha256(bundle).hexdigest()[:16]}.pem"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(bundle)
-        os.replace(tmp, path)
-    return str(path), client
+
+def tls_context(host: str, opts: TransportOptions) -> ssl.SSLContext:
+    """The TLS context for one registry: the operating system's trust store (OpenSSL's default
+    paths, so SSL_CERT_FILE, SSL_CERT_DIR and what update-ca-certificates installed) plus the
+    host's certs.d CAs, as skopeo and podman trust; no verification at all when insecure."""
+    cas, client = _certs_d(host, opts.cert_dir)
+    if opts.insecure:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context()
+        if _no_system_trust_store():
+            _load_certifi(ctx)
+    for ca in cas:
+        try:
+            ctx.load_verify_locations(cafile=str(ca))
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"{ca}: not a usable CA certificate ({_ssl_reason(e)})") from None
+    if client:
+        try:
+            ctx.load_cert_chain(*client)
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(
+                f"{client[0]}: not a usable client certificate and key ({_ssl_reason(e)})"
+            ) from None
+    return ctx
+
+
+def _ssl_reason(e: Exception) -> str:
+    return str(getattr(e, "reason", None) or getattr(e, "strerror", None) or e)
+
+
+def _no_system_trust_store() -> bool:
+    paths = ssl.get_default_verify_paths()  # None where the file or directory does not exist
+    return paths.cafile is None and paths.capath is None
+
+
+def _load_certifi(ctx: ssl.SSLContext) -> None:
+    """A system without any CA store (a bare container) still reaches public registries."""
+    try:
+        import certifi  # requests' bundle: only where the system has none
+    except ImportError:
+        return
+    ctx.load_verify_locations(cafile=certifi.where())
+
+
+class _Transport(requests.adapters.HTTPAdapter):
+    """requests' adapter with the registry's own TLS context instead of certifi's bundle. The
+    context is made on the first HTTPS connection, so a plain-HTTP registry never pays for
+    one, and it carries the CAs and the client certificate: nothing is loaded per connection."""
+
+    def __init__(self, host: str, options: TransportOptions) -> None:
+        self._host = host
+        self._options = options
+        self._context: ssl.SSLContext | None = None
+        self._context_lock = threading.Lock()
+        super().__init__(pool_connections=4, pool_maxsize=16)
+
+    def context(self) -> ssl.SSLContext:
+        with self._context_lock:
+            if self._context is None:
+                self._context = tls_context(self._host, self._options)
+            return self._context
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify)
+        if host_params["scheme"] == "https":
+            pool_kwargs = {"cert_reqs": pool_kwargs["cert_reqs"], "ssl_context": self.context()}
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # the context holds trust and client certificate; requests would add certifi's bundle
+        https = url.lower().startswith("https")
+        conn.cert_reqs = "CERT_REQUIRED" if https and verify else "CERT_NONE"
+        conn.ca_certs = conn.ca_cert_dir = None
 
 
 def _registry_codes(resp: requests.Response) -> tuple[tuple[str, ...], str]:
@@ -159,11 +244,14 @@ class RegistryClient:
         self.host = host
         self.options = options or TransportOptions()
         self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        adapter = _Transport(host, self.options)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
-        self.verify, self.cert = _tls_settings(host, self.options)
+        self.verify = not self.options.insecure
+        if self.options.insecure:
+            # urllib3 warns on every request; the notice below says it once
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.base_url = ""
         self.challenge: Challenge | None = None
         self.tokens = TokenCache()
@@ -184,63 +272,79 @@ class RegistryClient:
                 self._creds_loaded = True
             return self._creds
 
+    def _schemes(self) -> list[str]:
+        """HTTPS; plain HTTP too for localhost and insecure registries. On an explicit port,
+        which speaks one or the other, plain is asked first: a TLS port refuses a plain
+        request at once, and a plain registry then never needs a TLS context."""
+        if not (self.options.insecure or _is_local(self.host)):
+            return ["https"]
+        if _has_port(self.host):
+            return ["http", "https"]
+        return ["https", "http"]
+
     def ping(self) -> None:
         """GET /v2/: pick the scheme and learn the auth challenge. Fails fast when nobody
         answers: a registry that is down should say so at once, not after retries."""
         if self.base_url:
             return
-        schemes = ["https"]
-        if self.options.insecure or _is_local(self.host):
-            schemes.append("http")
+        schemes = self._schemes()
         last: Exception | None = None
+        not_a_registry: tuple[str, requests.Response] | None = None
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
                 resp = self._ping_with_retries(url)
             except requests.exceptions.SSLError as e:
-                if scheme == "https" and len(schemes) > 1 and _speaks_plain_http(e):
+                if "http" in schemes and _speaks_plain_http(e):
                     last = e
                     continue
                 raise RegistryUnavailable(
-                    f"TLS with {self.host} failed: {_root_cause(e)} (a CA goes in "
-                    f"certs.d/{self.host}/ca.crt, or use --insecure)",
+                    f"TLS with {self.host} failed: {_root_cause(e)} (trust its CA in "
+                    f"certs.d/{self.host}/ca.crt or the system's store, or use --insecure)",
                     method="GET",
                     url=url,
                 ) from None
             except requests.exceptions.RequestException as e:
                 last = e
-                if scheme == "https" and len(schemes) > 1:
-                    continue
-                break
-            if resp.status_code == 401:
-                self.challenge = _pick_challenge(resp)
-            elif resp.status_code in RETRY_STATUSES:
-                raise self._error("GET", url, resp)
-            elif resp.status_code >= 400:
-                codes, msg = _registry_codes(resp)
-                raise RegistryError(
-                    f"{self.host} does not serve the registry API: GET /v2/ gave "
-                    f"{resp.status_code}{' ' + msg if msg else ''}",
-                    method="GET",
-                    url=url,
-                    status=resp.status_code,
-                    codes=codes,
-                )
-            self.base_url = f"{scheme}://{self.host}"
-            return
+                continue
+            if scheme != schemes[-1] and not _is_registry_answer(resp):
+                not_a_registry = (url, resp)  # a TLS port refusing plain HTTP, most likely
+                continue
+            return self._use(scheme, url, resp)
+        if not_a_registry is not None:
+            url, resp = not_a_registry
+            return self._use(urlsplit(url).scheme, url, resp)
         raise RegistryUnavailable(
             f"cannot reach registry {self.host}: {_root_cause(last)}",
             method="GET",
             url=f"https://{self.host}/v2/",
         )
 
+    def _use(self, scheme: str, url: str, resp: requests.Response) -> None:
+        """Take the ping's answer: the challenge, or why this is no registry."""
+        if resp.status_code == 401:
+            self.challenge = _pick_challenge(resp)
+        elif resp.status_code in RETRY_STATUSES:
+            raise self._error("GET", url, resp)
+        elif resp.status_code >= 400:
+            codes, msg = _registry_codes(resp)
+            raise RegistryError(
+                f"{self.host} does not serve the registry API: GET /v2/ gave "
+                f"{resp.status_code}{' ' + msg if msg else ''}",
+                method="GET",
+                url=url,
+                status=resp.status_code,
+                codes=codes,
+            )
+        if scheme == "https" and self.options.insecure and self.options.notice:
+            self.options.notice(f"the TLS certificate of {self.host} is not verified (insecure)")
+        self.base_url = f"{scheme}://{self.host}"
+
     def _ping_with_retries(self, url: str) -> requests.Response:
         """Connection errors are raised at once; 429 and 5xx are retried as any request."""
         delay = self.options.backoff
         for attempt in range(self.options.retries + 1):
-            resp = self.session.get(
-                url, verify=self.verify, cert=self.cert, timeout=self.options.timeout
-            )
+            resp = self.session.get(url, verify=self.verify, timeout=self.options.timeout)
             if resp.status_code not in RETRY_STATUSES or attempt == self.options.retries:
                 return resp
             time.sleep(_retry_after(resp, delay, self.options.max_retry_after))
@@ -321,7 +425,7 @@ class RegistryClient:
     def _token_request(self, method: str, url: str, **kw: Any) -> requests.Response:
         try:
             return self.session.request(
-                method, url, verify=self.verify, cert=self.cert, timeout=self.options.timeout, **kw
+                method, url, verify=self.verify, timeout=self.options.timeout, **kw
             )
         except requests.exceptions.RequestException as e:
             raise RegistryUnavailable(
@@ -368,7 +472,7 @@ class RegistryClient:
                 self.tokens.drop(self.challenge.realm, self.challenge.service, wanted)
             self.challenge = ch
             wanted = merge_scopes(wanted + ch.scopes)
-            resp.close()
+            _discard(resp)
         assert resp is not None
         if resp.status_code not in ok:
             raise self._error(method, url, resp)
@@ -402,7 +506,7 @@ class RegistryClient:
                 continue
             if resp.status_code in RETRY_STATUSES and not last_try:
                 wait = _retry_after(resp, delay, opts.max_retry_after)
-                resp.close()
+                _discard(resp)
                 time.sleep(wait)
                 delay *= 2
                 continue
@@ -430,7 +534,6 @@ class RegistryClient:
                     stream=stream,
                     allow_redirects=False,
                     verify=self.verify,
-                    cert=self.cert,
                     timeout=self.options.timeout,
                 )
             finally:
@@ -439,7 +542,7 @@ class RegistryClient:
             if resp.status_code not in REDIRECTS or "Location" not in resp.headers:
                 return resp
             url = urljoin(url, resp.headers["Location"])
-            resp.close()
+            _discard(resp)
             if urlsplit(url).netloc != origin:
                 hdrs.pop("Authorization", None)
             if resp.status_code == 303:
@@ -459,13 +562,7 @@ class RegistryClient:
         }
         resp.close()
         if status == 401:
-            who = self.credentials
-            hint = (
-                f"user {who.username!r} was refused"
-                if who and who.username
-                else f"log in first (imgtool login {self.host})"
-            )
-            return AuthError(f"{self.host}: unauthorized: {hint}", **kw)
+            return AuthError(f"{self.host}: unauthorized: {self._refusal(method, url, resp)}", **kw)
         if status == 403:
             return AuthError(f"{self.host}: access denied to {urlsplit(url).path} ({detail})", **kw)
         if status == 404:
@@ -483,37 +580,94 @@ class RegistryClient:
             )
         return RegistryError(f"{where}: {status} {detail}".rstrip(), **kw)
 
+    def _refusal(self, method: str, url: str, resp: requests.Response) -> str:
+        """Why a 401 stands after a fresh token: the token lacks an action on a repository
+        (insufficient_scope), or the credentials themselves were refused."""
+        who = self.credentials
+        user = who.username if who and who.username else ""
+        login = f"log in first (imgtool login {self.host})"
+        ch = _pick_challenge(resp)
+        if ch is not None and ch.error == "insufficient_scope":
+            holder = f"the token for user {user!r}" if user else "the anonymous token"
+            repo = _repository_of(url) or " ".join(ch.scopes)
+            reason = f"{holder} lacks {_action_of(method)} access to repository {repo}"
+            return f"{reason} (insufficient_scope){'' if user else '; ' + login}"
+        return f"user {user!r} was refused" if user else login
+
     # --- manifests -----------------------------------------------------------------------------
 
     def head_manifest(self, repository: str, ref: str) -> ManifestInfo | None:
-        """The digest and type of a manifest, or None when the registry does not say (some
-        registries answer HEAD without Docker-Content-Digest)."""
+        """The digest and type of a manifest, or None when the registry does not say: HEAD
+        without Docker-Content-Digest, or no HEAD at all (405, 501). The caller GETs then."""
         resp = self.request(
             "HEAD",
             f"/v2/{repository}/manifests/{ref}",
             [f"repository:{repository}:pull"],
+            ok=(200, 405, 501),
             headers={"Accept": mt.MANIFEST_ACCEPT},
         )
+        if resp.status_code != 200:
+            return None
+        size = _declared_length(resp)
+        if size > MAX_MANIFEST_BYTES:
+            raise _too_big(f"manifest {repository}:{ref}", self.host, size, MAX_MANIFEST_BYTES)
         digest = resp.headers.get("Docker-Content-Digest")
         if not digest:
             return None
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
-        return ManifestInfo(digest, media_type, int(resp.headers.get("Content-Length") or 0))
+        return ManifestInfo(digest, media_type, size)
 
     def get_manifest(self, repository: str, ref: str) -> ManifestInfo:
+        what = f"manifest {repository}{'@' if ref.startswith('sha256:') else ':'}{ref}"
         resp = self.request(
             "GET",
             f"/v2/{repository}/manifests/{ref}",
             [f"repository:{repository}:pull"],
             headers={"Accept": mt.MANIFEST_ACCEPT},
+            stream=True,
         )
-        raw = resp.content
+        raw = self._read_limited(resp, MAX_MANIFEST_BYTES, what)
         actual = "sha256:" + hashlib.sha256(raw).hexdigest()
         header = resp.headers.get("Docker-Content-Digest")
         if header and header.startswith("sha256:") and header != actual:
-            raise DigestMismatch(f"manifest {repository}:{ref}", header, actual, len(raw))
+            raise DigestMismatch(what, header, actual, len(raw))
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         return ManifestInfo(actual, media_type, len(raw), raw)
+
+    def get_config(self, repository: str, digest: str) -> bytes:
+        """A config blob into memory, verified, refused past the config size limit."""
+        what = f"config {digest}"
+        resp = self.request(
+            "GET",
+            f"/v2/{repository}/blobs/{digest}",
+            [f"repository:{repository}:pull"],
+            stream=True,
+        )
+        raw = self._read_limited(resp, MAX_CONFIG_BYTES, what)
+        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if actual != digest:
+            raise DigestMismatch(what, digest, actual, len(raw))
+        return raw
+
+    def _read_limited(self, resp: requests.Response, limit: int, what: str) -> bytes:
+        """The body of a streamed response, refused once it passes `limit` bytes: never more
+        than limit+1 of them are read (a registry could send gigabytes)."""
+        try:
+            declared = _declared_length(resp)
+            if declared > limit:
+                raise _too_big(what, self.host, declared, limit)
+            data = resp.raw.read(limit + 1, decode_content=True)
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise RegistryUnavailable(
+                f"reading {what} from {self.host} failed: {_root_cause(e)}",
+                method="GET",
+                url=_redact(resp.url),
+            ) from None
+        finally:
+            resp.close()  # after a whole body the connection is already back in the pool
+        if len(data) > limit:
+            raise _too_big(what, self.host, None, limit)
+        return data
 
     def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str) -> str:
         resp = self.request(
@@ -559,7 +713,7 @@ class RegistryClient:
                 "GET", path, scopes, ok=(200, 206, 416), headers=headers, stream=True
             )
             if resp.status_code == 416:  # the partial is complete or bogus: start over
-                resp.close()
+                _discard(resp)
                 sink.restart()
                 continue
             if resp.status_code == 200 and sink.offset:
@@ -660,6 +814,48 @@ def _pick_challenge(resp: requests.Response) -> Challenge | None:
             if c.scheme == scheme:
                 return c
     return None
+
+
+def _discard(resp: requests.Response) -> None:
+    """Done with a response nobody reads (a retry, a redirect, a 416): a short body is read
+    to its end, so that its connection goes back to the pool for the next request instead of
+    being closed with it; a long one is dropped, connection and all."""
+    try:
+        resp.raw.read(DISCARD_LIMIT + 1, decode_content=False)
+    except (urllib3.exceptions.HTTPError, OSError, AttributeError):
+        pass  # the connection is closed below, as it would have been
+    resp.close()
+
+
+def _declared_length(resp: requests.Response) -> int:
+    try:
+        return max(0, int(resp.headers.get("Content-Length") or 0))
+    except ValueError:
+        return 0
+
+
+def _too_big(what: str, host: str, size: int | None, limit: int) -> SpecError:
+    told = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+    return SpecError(f"{what} from {host} is {told}, over the {limit >> 20} MiB limit")
+
+
+def _action_of(method: str) -> str:
+    """The scope action a request needs (distribution's token auth)."""
+    if method in ("GET", "HEAD"):
+        return "pull"
+    return "delete" if method == "DELETE" else "push"
+
+
+def _repository_of(url: str) -> str:
+    """The repository a distribution API URL is about, or '' for /v2/ itself."""
+    path = urlsplit(url).path
+    if not path.startswith("/v2/"):
+        return ""
+    parts = path[len("/v2/") :].split("/")
+    for i, part in enumerate(parts):
+        if i and part in ("blobs", "manifests", "tags"):
+            return "/".join(parts[:i])
+    return ""
 
 
 def _speaks_plain_http(e: Exception) -> bool:

@@ -19,7 +19,6 @@ Short names resolve as Docker resolves them (docker.io), unless an alias names t
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +126,14 @@ def _rewrite(name: str, prefix: str, location: str, insecure: bool, mirror: bool
     return Endpoint(host, repo, insecure, mirror)
 
 
+def resolve_name(text: str) -> Reference:
+    """A name as a user typed it, as every command reads it: a short name through the aliases
+    of registries.conf (read only for short names), any other as Docker normalizes it."""
+    if not refs.is_short_name(text):
+        return refs.parse(text)
+    return load().resolve(text)
+
+
 def default_paths() -> list[Path]:
     env = os.environ.get("CONTAINERS_REGISTRIES_CONF")
     if env:
@@ -147,6 +154,8 @@ def load(paths: list[Path] | None = None) -> RegistriesConf:
             files += sorted(dropins.glob("*.conf"))
     registries: dict[str, RegistryEntry] = {}
     aliases: dict[str, str] = {}
+    if files:
+        import tomllib  # only when there is a file: most commands start without one
     for f in files:
         try:
             doc = tomllib.loads(f.read_text())

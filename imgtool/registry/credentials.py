@@ -7,8 +7,9 @@ Looked up, first found wins (podman's order):
 In each file: `credHelpers[host]`, then `auths[host]`, then `credsStore`, as docker does.
 Docker Hub's entry is the legacy key https://index.docker.io/v1/.
 
-`imgtool login` writes where `docker login` would (a helper when the file names one), or to
-$REGISTRY_AUTH_FILE when that is set.
+`imgtool login` replaces the entry that lookup finds for the host, in whichever file holds it,
+so the last login is the one used; a host with no entry yet goes where `docker login` would
+write it ($REGISTRY_AUTH_FILE when that is set). A helper is used when that file names one.
 """
 
 from __future__ import annotations
@@ -139,27 +140,44 @@ def _from_helper(helper: str, key: str) -> Credentials | None:
     return Credentials(user, secret)
 
 
-def lookup(host: str) -> Credentials | None:
-    """Credentials for a registry host (`host[:port]`), or None for anonymous access."""
-    key = auth_key(host)
+def _in_file(doc: dict[str, Any], key: str, path: Path) -> Credentials | None:
+    """One auth file's credentials for a key, as docker reads them: `credHelpers[key]`, then
+    `auths[key]`, then `credsStore`."""
+    helpers = {_normalize_key(k): v for k, v in (doc.get("credHelpers") or {}).items()}
+    if key in helpers:
+        return _from_helper(helpers[key], key)
+    found = _from_auths(doc, key, path)
+    if found is None and doc.get("credsStore"):
+        found = _from_helper(doc["credsStore"], key)
+    return found
+
+
+def _first_holding(key: str) -> tuple[Path, Credentials] | None:
+    """The first auth file, in lookup order, with credentials for `key`, and those."""
     for path in auth_files():
         doc = _load(path)
         if doc is None:
             continue
-        helpers = {_normalize_key(k): v for k, v in (doc.get("credHelpers") or {}).items()}
-        if key in helpers:
-            return _from_helper(helpers[key], key)
-        found = _from_auths(doc, key, path)
+        found = _in_file(doc, key, path)
         if found is not None:
-            return found
-        if doc.get("credsStore"):
-            found = _from_helper(doc["credsStore"], key)
-            if found is not None:
-                return found
+            return path, found
     return None
 
 
-def _target() -> Path:
+def lookup(host: str) -> Credentials | None:
+    """Credentials for a registry host (`host[:port]`), or None for anonymous access."""
+    found = _first_holding(auth_key(host))
+    return found[1] if found else None
+
+
+def _target(key: str) -> Path:
+    """Where `login` files a host's credentials: in the file whose entry lookup would use, so
+    that the new ones are what the next pull uses (a stale entry in podman's auth.json would
+    otherwise win over docker's config.json); for a host with no entry yet, where
+    `docker login` writes (or $REGISTRY_AUTH_FILE, as podman login)."""
+    found = _first_holding(key)
+    if found is not None:
+        return found[0]
     env = os.environ.get("REGISTRY_AUTH_FILE")
     return Path(env) if env else docker_config_path()
 
@@ -172,9 +190,10 @@ def _save(path: Path, doc: dict[str, Any]) -> None:
 def store(host: str, creds: Credentials) -> str:
     """File credentials as `docker login` does; returns where they went."""
     key = auth_key(host)
-    path = _target()
+    path = _target(key)
     doc = _load(path) or {}
-    helper = (doc.get("credHelpers") or {}).get(key) or doc.get("credsStore")
+    helpers = {_normalize_key(k): v for k, v in (doc.get("credHelpers") or {}).items()}
+    helper = helpers.get(key) or doc.get("credsStore")
     if helper:
         payload = json.dumps(
             {"ServerURL": key, "Username": creds.username, "Secret": creds.password}

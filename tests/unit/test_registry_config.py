@@ -146,3 +146,70 @@ def test_store_and_erase(isolated_env: Path) -> None:
     assert doc["auths"]["https://index.docker.io/v1/"]["auth"] == _auth("me", "pw")
     assert credentials.erase("docker.io") is True
     assert credentials.erase("docker.io") is False
+
+
+def test_login_files_where_lookup_reads_first(isolated_env: Path) -> None:
+    """A stale entry earlier in the lookup order is replaced, not shadowed: after `store`, the
+    new credentials are what `lookup` gives. A host with no entry goes to docker's file."""
+    podman = isolated_env / ".config" / "containers" / "auth.json"
+    podman.parent.mkdir(parents=True)
+    podman.write_text(json.dumps({"auths": {"reg.example:5000": {"auth": _auth("me", "old")}}}))
+    where = credentials.store("reg.example:5000", credentials.Credentials("me", "new"))
+    assert Path(where) == podman
+    assert credentials.lookup("reg.example:5000") == credentials.Credentials("me", "new")
+    where = credentials.store("other.example", credentials.Credentials("me", "pw"))
+    assert Path(where) == isolated_env / ".docker" / "config.json"
+    assert "other.example" not in json.loads(podman.read_text())["auths"]
+
+
+def test_resolve_name_reads_aliases_for_short_names_only(isolated_env: Path) -> None:
+    conf = isolated_env / "registries.conf"  # $CONTAINERS_REGISTRIES_CONF in the tests
+    conf.write_text('[aliases]\n"app" = "quay.io/team/app"\n')
+    assert str(regconf.resolve_name("app:2")) == "quay.io/team/app:2"
+    assert str(regconf.resolve_name("busybox")) == "docker.io/library/busybox:latest"
+    conf.write_text("[[registry]\n")  # broken: a full name never reads it
+    assert str(regconf.resolve_name("quay.io/x/y")) == "quay.io/x/y:latest"
+    with pytest.raises(ConfigError):
+        regconf.resolve_name("app")
+
+
+def test_store_reads_names_with_the_resolver_it_is_given(tmp_path: Path) -> None:
+    """Store.find goes through the resolver: the CLI's follows registries.conf aliases."""
+    from imgtool import mediatypes as mt
+    from imgtool import oci
+    from imgtool.errors import ImageNotFound
+    from imgtool.store import Store
+
+    def alias(text: str) -> refs.Reference:
+        return refs.parse("reg.example/team/app" if text == "app" else text)
+
+    store = Store(tmp_path / "store", resolve=alias)
+    digest = store.write_blob(b"{}")
+    store.set_ref("reg.example/team/app:latest", oci.Descriptor(mt.OCI_MANIFEST, digest, 2))
+    assert store.find("app")[0] == "reg.example/team/app:latest"
+    with pytest.raises(ImageNotFound, match="docker.io/library/app:latest"):
+        Store(tmp_path / "store").find("app")
+
+
+def test_repository_and_action_of_a_refused_request() -> None:
+    from imgtool.registry import client
+
+    url = "https://reg.example/v2/team/app/blobs/uploads/?mount=x"
+    assert client._repository_of(url) == "team/app"
+    assert client._repository_of("https://reg.example/v2/a/manifests/blobs") == "a"
+    assert client._repository_of("https://reg.example/v2/") == ""
+    assert [client._action_of(m) for m in ("HEAD", "POST", "DELETE")] == ["pull", "push", "delete"]
+
+
+def test_scheme_order_asks_plain_first_only_on_one_port() -> None:
+    from imgtool.registry.client import RegistryClient, TransportOptions
+
+    def schemes(host: str, insecure: bool = False) -> list[str]:
+        return RegistryClient(host, TransportOptions(insecure=insecure))._schemes()
+
+    assert schemes("reg.example") == ["https"]
+    assert schemes("reg.example:5000") == ["https"]
+    assert schemes("127.0.0.1:5000") == ["http", "https"]
+    assert schemes("[::1]:5000") == ["http", "https"]
+    assert schemes("localhost") == ["https", "http"]  # ports 443 and 80: TLS first
+    assert schemes("reg.example", insecure=True) == ["https", "http"]
