@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
+from imgtool import inroot
 from imgtool.containers import Containers
 from imgtool.errors import ImgtoolError
-from imgtool.layer.unpacked import LayerStore
+from imgtool.layer.unpacked import LayerStore, chain_ids
 from imgtool.store import Store
 
 
@@ -18,6 +20,7 @@ class GcResult:
 
 
 def used_diff_ids(store: Store) -> set[str]:
+    """The keys (ChainIDs) of the unpacked layers that images and containers stand on."""
     keep: set[str] = set()
     for d in store.entries():
         try:
@@ -26,7 +29,7 @@ def used_diff_ids(store: Store) -> set[str]:
             continue
         for m in store.platform_manifests(top):
             try:
-                keep.update(store.config(m).diff_ids)
+                keep.update(chain_ids(store.config(m).diff_ids))
             except ImgtoolError:
                 continue
     for rec in Containers(store.root).list():
@@ -38,7 +41,6 @@ def trim_build_cache(store: Store, everything: bool = False) -> int:
     """Drop build-cache entries whose layer blob is gone (or all of them, and the cache
     mounts' contents, with `everything`). Returns how many entries went."""
     import json
-    import shutil
 
     d = store.root / "buildcache"
     if not d.is_dir():
@@ -52,9 +54,10 @@ def trim_build_cache(store: Store, everything: bool = False) -> int:
         if everything or not digest or not store.has_blob(digest):
             record.unlink(missing_ok=True)
             gone += 1
-    if everything:
-        shutil.rmtree(d / "mounts", ignore_errors=True)
-        shutil.rmtree(d / "explain", ignore_errors=True)
+    if everything:  # cache mounts hold what RUN steps wrote: any depth (no shutil.rmtree)
+        for sub in ("mounts", "explain"):
+            with contextlib.suppress(OSError):
+                inroot.remove_tree(d / sub)
     return gone
 
 

@@ -223,15 +223,28 @@ def _dive(layers: list[LayerTree]) -> tuple[int, float, list[tuple[str, int, int
 
 
 def glob_match(pattern: str, path: str) -> bool:
-    """`**` matches any number of path components (also none); `*` and `?` stay within one."""
-    pattern = pattern.strip("/")
-    parts, names = pattern.split("/"), path.strip("/").split("/")
+    """`**` matches any number of path components (also none); `*` and `?` stay within one.
+    Matched component by component over the path once (no recursion, no backtracking: paths
+    from images can be thousands of components deep)."""
+    parts, names = pattern.strip("/").split("/"), path.strip("/").split("/")
+    # reach[i]: the pattern's first i parts match the path's components seen so far
+    reach = _close_stars(parts, [True] + [False] * len(parts))
+    for name in names:
+        nxt = [False] * (len(parts) + 1)
+        for i, part in enumerate(parts):
+            if reach[i] and (part == "**" or fnmatch.fnmatchcase(name, part)):
+                nxt[i + 1] = True
+            if reach[i + 1] and part == "**":
+                nxt[i + 1] = True  # `**` takes one more component
+        reach = _close_stars(parts, nxt)
+        if not any(reach):
+            return False
+    return reach[len(parts)]
 
-    def match(i: int, j: int) -> bool:
-        if i == len(parts):
-            return j == len(names)
-        if parts[i] == "**":
-            return any(match(i + 1, k) for k in range(j, len(names) + 1))
-        return j < len(names) and fnmatch.fnmatchcase(names[j], parts[i]) and match(i + 1, j + 1)
 
-    return match(0, 0)
+def _close_stars(parts: list[str], reach: list[bool]) -> list[bool]:
+    """A `**` may match no component at all."""
+    for i, part in enumerate(parts):
+        if reach[i] and part == "**":
+            reach[i + 1] = True
+    return reach

@@ -25,6 +25,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterator
+from typing import Protocol
 
 MAX_SYMLINKS = 40  # the kernel's limit (ELOOP)
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -174,5 +175,137 @@ def opened(fd: int) -> Iterator[int]:
     """`with inroot.opened(walk(...)) as fd:` closes the descriptor."""
     try:
         yield fd
+    finally:
+        os.close(fd)
+
+
+# --- trees: depth-first, one descriptor at a time ------------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class TreeVisitor(Protocol):
+    """What `walk_tree` asks while it walks."""
+
+    def names(self, fd: int, path: str) -> list[str]:
+        """The entries of the directory `path` (open on `fd`) to visit, in order."""
+        ...
+
+    def entry(self, fd: int, path: str, name: str) -> bool:
+        """Handle `name` in the directory `path`; True: descend into it (a directory)."""
+        ...
+
+    def leave(self, fd: int, path: str, name: str) -> None:
+        """The subdirectory `name` of `path` is done (`fd`: `path`, open again)."""
+        ...
+
+
+def walk_tree(top_fd: int, visitor: TreeVisitor) -> None:
+    """Depth-first over the tree below the directory `top_fd` (a readable descriptor, left
+    open), whatever its depth: no recursion, and one descriptor open at a time. A directory is
+    entered with openat(O_NOFOLLOW) and left through its `..`, which must be the directory it
+    was entered from (device and inode), so a tree moved while walked raises ESTALE instead
+    of taking the walk elsewhere. `path` is relative to the top ('' for the top itself)."""
+    top = os.fstat(top_fd)
+    # per level: (device, inode), path, name in its parent, entries left to visit
+    levels: list[tuple[tuple[int, int], str, str, list[str]]] = [
+        ((top.st_dev, top.st_ino), "", "", list(reversed(visitor.names(top_fd, ""))))
+    ]
+    cur = top_fd
+    try:
+        while levels:
+            ident, path, name, todo = levels[-1]
+            if todo:
+                child = todo.pop()
+                if not visitor.entry(cur, path, child):
+                    continue
+                try:
+                    fd = os.open(child, _DIR_FLAGS, dir_fd=cur)
+                except OSError as e:
+                    if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue  # gone, or not a directory after all: nothing below it
+                    raise
+                st = os.fstat(fd)
+                if cur != top_fd:
+                    os.close(cur)
+                cur = fd
+                sub = f"{path}/{child}" if path else child
+                todo_sub = list(reversed(visitor.names(cur, sub)))
+                levels.append(((st.st_dev, st.st_ino), sub, child, todo_sub))
+                continue
+            levels.pop()
+            if not levels:
+                break
+            if len(levels) == 1:
+                up = top_fd
+            else:
+                up = os.open("..", _DIR_FLAGS & ~os.O_NOFOLLOW, dir_fd=cur)
+                st = os.fstat(up)
+                if (st.st_dev, st.st_ino) != levels[-1][0]:
+                    os.close(up)
+                    raise _error(errno.ESTALE, levels[-1][1] or ".")
+            os.close(cur)
+            cur = up
+            visitor.leave(cur, levels[-1][1], name)
+    finally:
+        if cur != top_fd:
+            os.close(cur)
+
+
+class _Remover:
+    """Empties directories: non-directories are unlinked as listed, directories removed on the
+    way back up."""
+
+    def names(self, fd: int, path: str) -> list[str]:
+        subdirs = []
+        with os.scandir(fd) as it:
+            entries = list(it)
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                subdirs.append(e.name)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.name, dir_fd=fd)
+        return subdirs
+
+    def entry(self, fd: int, path: str, name: str) -> bool:
+        return True
+
+    def leave(self, fd: int, path: str, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(name, dir_fd=fd)
+
+
+def remove(dir_fd: int, name: str) -> None:
+    """Remove `name` from the directory `dir_fd`, a directory with everything below it (as
+    `rm -rf`, without following any symlink, and without recursion: trees from images and
+    containers can be deeper than Python's stack). Nothing there is not an error."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return
+        if e.errno not in (errno.ENOTDIR, errno.ELOOP):  # ELOOP: a symlink (O_NOFOLLOW)
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+        return
+    try:
+        walk_tree(fd, _Remover())
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(name, dir_fd=dir_fd)
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """`rm -rf path` for a host path (its parent is trusted, what is below it is not)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    try:
+        fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        remove(fd, name)
     finally:
         os.close(fd)

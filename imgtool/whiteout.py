@@ -14,6 +14,9 @@ from imgtool.errors import InvalidWhiteout
 PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+# overlayfs's private xattrs (its own mounts use trusted.*, `userxattr` mounts user.*): never
+# image content, so never read from a layer nor written into one
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
 Kind = Literal["entry", "whiteout", "opaque"]
 

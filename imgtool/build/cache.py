@@ -51,7 +51,7 @@ class CacheSteps:
             / _key(str(self.opts.context.resolve()), self.file_label)[:16]
         )
         d.mkdir(parents=True, exist_ok=True)
-        record = d / f"{ctx.stage.name}.{inst.line}.json"
+        record = d / f"{_key(ctx.stage.name)[:16]}.{inst.line}.json"  # never a path
         hit = (self.cache_dir / f"{key}.json").exists() and not self.opts.no_cache
         if not hit and self.opts.explain_cache:
             reason = "no earlier build of this step"

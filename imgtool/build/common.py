@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fnmatch
-import hashlib
 import os
 import re
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgtool.build import sourcetree
+from imgtool.build.sourcetree import Comps, Root
 from imgtool.containerfile.parser import Instruction
 from imgtool.errors import (
     BuildError,
@@ -94,6 +93,7 @@ class _Mount:
     source: str
     readonly: bool
     key: str
+    copy_of: tuple[Root, Comps] | None = None  # rw binds get a copy: their writes are dropped
 
 
 @dataclass
@@ -126,65 +126,54 @@ def _redirect(fileobj: Any) -> Any:
             os.close(fd)
 
 
-def _default_file(context: Path) -> Path:
-    for name in ("Containerfile", "Dockerfile"):
-        if (context / name).exists():
-            return context / name
-    raise BuildError(f"no Containerfile or Dockerfile in {context} (use -f)")
-
-
-def _glob(root: Path, rel: str) -> list[str]:
-    if rel in (".", ""):
-        return ["."]
-    if not any(c in rel for c in "*?["):
-        return [rel] if os.path.lexists(root / rel) else []
-    parts = rel.split("/")
-    found = [""]
-    for part in parts:
-        nxt = []
-        for base in found:
-            d = root / base if base else root
-            if not d.is_dir():
-                continue
-            for name in sorted(os.listdir(d)):
-                if fnmatch.fnmatchcase(name, part):
-                    nxt.append(f"{base}/{name}" if base else name)
-        found = nxt
-    return found
-
-
-def _tree_digest(path: Path) -> str:
-    """Content and metadata of a file or a tree (not mtimes): what a copy depends on."""
-    h = hashlib.sha256()
-    if path.is_symlink() or path.is_file():
-        items = [path]
-        base = path.parent
-    else:
-        items = sorted(p for p in path.rglob("*"))
-        base = path
-    for p in items:
-        st = os.lstat(p)
-        h.update(f"{p.relative_to(base)}\0{st.st_mode}\0".encode())
-        if stat.S_ISLNK(st.st_mode):
-            h.update(os.readlink(p).encode())
-        elif stat.S_ISREG(st.st_mode):
-            with open(p, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-    return h.hexdigest()
-
-
-def _is_archive(path: Path) -> bool:
-    import tarfile
-
+def read_in_context(context: Root, name: str, advice: str = "") -> bytes | None:
+    """A build file found in the context (Containerfile, .dockerignore), resolved and read
+    inside it; None when there is none. A symlink that leads out of the context is an error
+    naming it: the context's files are a stranger's, the host's are not theirs to name."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(512 + 8)
-    except OSError:
-        return False
-    if head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd":
-        return True
-    return len(head) >= 262 and head[257:262] == b"ustar" or tarfile.is_tarfile(path)
+        comps = sourcetree.resolve(context.fd, name)
+    except (FileNotFoundError, NotADirectoryError):
+        link = sourcetree.escaping_link(context.fd, name)
+        if link is None:
+            return None
+        raise BuildError(
+            f"{name!r} is a symlink to {link[1]!r}, outside the build context{advice}"
+        ) from None
+    try:
+        return sourcetree.read_bytes(context.fd, comps)
+    except OSError as e:
+        raise BuildError(f"cannot read {name!r} in the build context: {e.strerror}") from None
+
+
+def decode_text(raw: bytes, label: str) -> str:
+    """A build file's text: UTF-8 (a leading byte-order mark dropped, as Docker does)."""
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise BuildError(
+            f"{label}: not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})"
+        ) from None
+
+
+def read_containerfile(opts: BuildOptions, context: Root | None = None) -> tuple[str, str]:
+    """(file name, text) of the Containerfile: the one `-f` names, read where the user's path
+    leads (their own choice), or else Containerfile or Dockerfile found inside the context."""
+    if opts.file is not None:
+        try:
+            raw = opts.file.read_bytes()
+        except OSError as e:
+            raise BuildError(f"cannot read {opts.file}: {e.strerror}") from None
+        return opts.file.name, decode_text(raw, str(opts.file))
+    root = context or Root(opts.context, "the build context")
+    try:
+        for name in ("Containerfile", "Dockerfile"):
+            raw = read_in_context(root, name, " (give it with -f to use it)")
+            if raw is not None:
+                return name, decode_text(raw, str(opts.context / name))
+    finally:
+        if context is None:
+            root.close()
+    raise BuildError(f"no Containerfile or Dockerfile in {opts.context} (use -f)")
 
 
 def _heredoc_script(script: str, inst: Instruction) -> str:

@@ -1,51 +1,77 @@
-"""COPY and ADD: files staged in a directory that becomes the layer."""
+"""COPY and ADD: files staged in a directory that becomes the layer.
+
+Sources are resolved inside their own root (the context, a stage's or an image's tree; see
+sourcetree), the destination inside the image the step builds on (see layered): a symlink
+means what it means in its own tree, never a path of the host. A source path that resolves to
+nothing there is an error naming the symlink that pointed out, as BuildKit fails on it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import shutil
 import stat
+import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from imgtool import inroot
+from imgtool.build import sourcetree
 from imgtool.build.cache import _key
-from imgtool.build.common import (
-    ImageState,
-    Layer,
-    _glob,
-    _is_archive,
-    _StageContext,
-    _tree_digest,
-)
+from imgtool.build.common import ImageState, Layer, _StageContext
+from imgtool.build.copier import Ownership, copy_entry, copy_tree, write_data
+from imgtool.build.sourcetree import Comps, Entry, Root
 from imgtool.containerfile import shell
 from imgtool.containerfile.parser import Instruction
-from imgtool.errors import (
-    BuildError,
-    ContainerfileError,
-)
+from imgtool.errors import BuildError, ContainerfileError
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str  # the name a copy into a directory takes: the source's as written
+    root: Root | None  # None: `data` is the content (a heredoc)
+    comps: Comps = ()  # where the source resolved to inside its root
+    data: bytes = b""
 
 
 class CopySteps:
     """COPY and ADD for the Builder (a mixin)."""
 
-    def _source_root(self, frm: str, ctx: _StageContext) -> Path:
+    def _source_root(self, frm: str, ctx: _StageContext) -> Root:
+        """A stage's or an image's filesystem, flattened once per build into the work dir."""
         ref = self._stage_ref(ctx.stages, frm, ctx.stage.index)
         if ref is None and frm.isdigit() and int(frm) < ctx.stage.index:
             ref = ctx.stages[int(frm)]
         key = f"stage:{ref.index}" if ref is not None else f"image:{frm}"
-        if key in self.rootfs_cache:
-            return self.rootfs_cache[key]
-        root = Path(tempfile.mkdtemp(prefix="from.", dir=self.work))
+        if key in self.roots:
+            return self.roots[key]
+        path = Path(tempfile.mkdtemp(prefix="from.", dir=self.work))
         if ref is not None:
-            state = self.results[ref.index]
-            for x in state.layers:
-                self.layers._apply_blob(x.digest, x.size, x.media_type, x.diff_id, root, "plain")
+            for x in self.results[ref.index].layers:
+                self.layers._apply_blob(x.digest, x.size, x.media_type, x.diff_id, path, "plain")
+            label = f"stage {ref.name!r}"
         else:
-            img = self._image(frm)
-            self.layers.export_rootfs(img, root)
-        self.rootfs_cache[key] = root
-        return root
+            self.layers.export_rootfs(self._image(frm), path)
+            label = f"image {frm!r}"
+        self.roots[key] = Root(path, label)
+        return self.roots[key]
+
+    def _destination(self, state: ImageState, dest: str, workdir: str) -> str:
+        """Where COPY writes, resolved inside the image (a symlinked directory is written
+        through, as BuildKit does); ends in / when the sources go into it."""
+        path = os.path.normpath(os.path.join(workdir, dest))
+        found = self._stack(state).lookup(path)
+        into_dir = (
+            dest.endswith(("/", "/.", "/.."))
+            or dest in (".", "..")
+            or not found.comps
+            or (found.st is not None and stat.S_ISDIR(found.st.st_mode))
+        )
+        resolved = "/" + "/".join(found.comps)
+        return resolved.rstrip("/") + "/" if into_dir else resolved
 
     def _copy(
         self, state: ImageState, inst: Instruction, ctx: _StageContext, env: dict[str, str]
@@ -54,21 +80,12 @@ class CopySteps:
         words = [w if w.startswith("<<") else shell.process_word(w, env) for w in inst.args]
         *sources, dest = words
         frm = inst.flag("from")
-        stage_dir = Path(tempfile.mkdtemp(prefix="copy.", dir=self.work))
         workdir = cfg.get("WorkingDir") or "/"
-        dest_abs = os.path.normpath(dest if dest.startswith("/") else os.path.join(workdir, dest))
-        into_dir = (
-            dest.endswith("/")
-            or dest in (".", "..")
-            or dest.endswith(("/.", "/.."))
-            or self._in_lowers(state, dest_abs.lstrip("/"), want_dir=True)
-        )
-        if into_dir and not dest_abs.endswith("/"):
-            dest_abs += "/"
+        dest_abs = self._destination(state, dest, workdir)
         chown = inst.flag("chown")
         uid, gid = self._owner(state, shell.process_word(chown, env)) if chown else (0, 0)
-        chmod = inst.flag("chmod")
-        mode = int(chmod, 8) if chmod else None
+        how = Ownership(uid, gid, self._chmod(inst))
+        created_by = f"{inst.keyword.upper()} {' '.join(words)}"
         if frm:
             # a stage's (or an image's) content is named by its cache chain (or digest): a
             # cached COPY --from needs no export of the source's filesystem
@@ -80,19 +97,15 @@ class CopySteps:
             hit = self._cache_get(key)
             cached = hit is not None
             if hit is None:
-                root = self._source_root(frm, ctx)
-                items = self._resolve_sources(inst, sources, root, False, env)
+                items = self._resolve_sources(inst, sources, self._source_root(frm, ctx), env)
                 self._check_many(inst, items, dest_abs)
-                hit = self._stage_copy(state, inst, items, stage_dir, dest_abs, uid, gid, mode)
+                hit = self._stage_copy(state, inst, items, dest_abs, how)
                 self._cache_put(key, hit)
-            shutil.rmtree(stage_dir, ignore_errors=True)
-            self._add_layer(state, hit, f"{inst.keyword.upper()} {' '.join(words)}", key)
+            self._add_layer(state, hit, created_by, key)
             return cached
-        items = self._resolve_sources(inst, sources, self.opts.context, True, env)
+        items = self._resolve_sources(inst, sources, self.context, env)
         self._check_many(inst, items, dest_abs)
-        files = [
-            (n, _tree_digest(p) if p else hashlib.sha256(data).hexdigest()) for n, p, data in items
-        ]
+        files = [(s.name, self._digest(s)) for s in items]
         key = _key(state.key, inst.keyword, words, inst.flags, files, workdir)
         self._explain(
             ctx, inst, {"parent": state.key, "instruction": words, "files": dict(files)}, key
@@ -100,11 +113,31 @@ class CopySteps:
         hit = self._cache_get(key)
         cached = hit is not None
         if hit is None:
-            hit = self._stage_copy(state, inst, items, stage_dir, dest_abs, uid, gid, mode)
+            hit = self._stage_copy(state, inst, items, dest_abs, how)
             self._cache_put(key, hit)
-        shutil.rmtree(stage_dir, ignore_errors=True)
-        self._add_layer(state, hit, f"{inst.keyword.upper()} {' '.join(words)}", key)
+        self._add_layer(state, hit, created_by, key)
         return cached
+
+    def _chmod(self, inst: Instruction) -> int | None:
+        chmod = inst.flag("chmod")
+        if not chmod:
+            return None
+        if not all(c in "01234567" for c in chmod) or int(chmod, 8) > 0o7777:
+            raise ContainerfileError(
+                f"--chmod={chmod}: expected an octal mode such as 755",
+                file=self.file_label,
+                line=inst.line,
+            )
+        return int(chmod, 8)
+
+    def _digest(self, source: _Source) -> str:
+        if source.root is None:
+            return hashlib.sha256(source.data).hexdigest()
+        return sourcetree.tree_digest(source.root.fd, source.comps, self._skip_of(source.root))
+
+    def _skip_of(self, root: Root) -> sourcetree.Skip | None:
+        """.dockerignore applies to the context, matched on where a file really is."""
+        return self._ignored if root is self.context else None
 
     def _check_many(self, inst: Instruction, items: list, dest_abs: str) -> None:
         if len(items) > 1 and not dest_abs.endswith("/"):
@@ -115,22 +148,18 @@ class CopySteps:
             )
 
     def _stage_copy(
-        self,
-        state: ImageState,
-        inst: Instruction,
-        items: list,
-        stage_dir: Path,
-        dest_abs: str,
-        uid: int,
-        gid: int,
-        mode: int | None,
+        self, state: ImageState, inst: Instruction, items: list[_Source], dest: str, how: Ownership
     ) -> Layer:
-        for name, path, data in items:
-            self._stage_item(
-                stage_dir, state, name, path, data, dest_abs, inst.keyword == "add", uid, gid, mode
-            )
-        self._parents_like_lowers(state, stage_dir, dest_abs)
-        return self._layer_from_dir(stage_dir)
+        stage_dir = Path(tempfile.mkdtemp(prefix="copy.", dir=self.work))
+        try:
+            with inroot.opened(inroot.open_root(str(stage_dir))) as stage:
+                for item in items:
+                    self._stage_item(stage, item, dest, inst.keyword == "add", how)
+                self._parents_like_lowers(state, stage, dest)
+            return self._layer_from_dir(stage_dir)
+        finally:
+            with contextlib.suppress(OSError):  # a tree a container wrote: any depth
+                inroot.remove_tree(stage_dir)
 
     def _source_identity(self, frm: str, ctx: _StageContext) -> str:
         ref = self._stage_ref(ctx.stages, frm, ctx.stage.index)
@@ -141,15 +170,10 @@ class CopySteps:
         return "image:" + self._image(frm).manifest.digest
 
     def _resolve_sources(
-        self,
-        inst: Instruction,
-        sources: list[str],
-        root: Path,
-        from_context: bool,
-        env: dict[str, str],
-    ) -> list[tuple[str, Path | None, bytes]]:
-        """(name, path or None, heredoc data) for every source, globs expanded."""
-        out: list[tuple[str, Path | None, bytes]] = []
+        self, inst: Instruction, sources: list[str], root: Root, env: dict[str, str]
+    ) -> list[_Source]:
+        """Every source resolved inside its root, globs expanded, ignored files left out."""
+        out: list[_Source] = []
         heredocs = {h.name: h for h in inst.heredocs}
         for src in sources:
             if src.startswith("<<"):
@@ -160,10 +184,10 @@ class CopySteps:
                         f"no heredoc {name}", file=self.file_label, line=inst.line
                     )
                 content = shell.expand_heredoc(h.content, env) if h.expand else h.content
-                out.append((name, None, content.encode()))
+                out.append(_Source(name, None, data=content.encode()))
                 continue
             if inst.keyword == "add" and src.startswith(("http://", "https://")):
-                out.append((src, self._download(src, inst), b""))
+                out.append(self._download(src, inst))
                 continue
             rel = os.path.normpath(src.lstrip("/"))
             if rel.startswith(".."):
@@ -172,33 +196,56 @@ class CopySteps:
                     file=self.file_label,
                     line=inst.line,
                 )
-            matches = _glob(root, rel)
-            if from_context:
-                matches = [m for m in matches if not self._ignored(root, m)]
-            if not matches:
-                where = "build context" if from_context else "source stage"
-                raise ContainerfileError(
-                    f"{inst.keyword.upper()} failed: {src!r} not found in the {where}",
-                    file=self.file_label,
-                    line=inst.line,
-                )
-            out += [
-                (os.path.basename(m) or ".", root / m if m != "." else root, b"") for m in matches
-            ]
+            found = []
+            for match in sourcetree.glob(root.fd, rel):
+                comps = self._resolve_source(inst, src, match, root)
+                if root is self.context and self._ignored(comps):
+                    continue
+                found.append(_Source(os.path.basename(match) or ".", root, comps))
+            if not found:
+                raise self._not_found(inst, src, rel, root)
+            out += found
         return out
 
-    def _ignored(self, root: Path, rel: str) -> bool:
-        return rel not in (".", "") and self.ignore.matches_or_parent_matches(rel)
+    def _resolve_source(self, inst: Instruction, src: str, match: str, root: Root) -> Comps:
+        try:
+            return sourcetree.resolve(root.fd, match)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._not_found(inst, src, match, root) from None
+        except OSError as e:
+            raise ContainerfileError(
+                f"{inst.keyword.upper()} failed: {src!r} in {root.label}: {e.strerror}",
+                file=self.file_label,
+                line=inst.line,
+            ) from None
 
-    def _download(self, url: str, inst: Instruction) -> Path:
+    def _not_found(self, inst: Instruction, src: str, path: str, root: Root) -> ContainerfileError:
+        why = ""
+        link = sourcetree.escaping_link(root.fd, path)
+        if link is not None:
+            why = (
+                f": the symlink {link[0]!r} points to {link[1]!r}, which is resolved inside"
+                f" {root.label}"
+            )
+        return ContainerfileError(
+            f"{inst.keyword.upper()} failed: {src!r} not found in {root.label}{why}",
+            file=self.file_label,
+            line=inst.line,
+        )
+
+    def _ignored(self, comps: Comps) -> bool:
+        return bool(comps) and self.ignore.matches_or_parent_matches("/".join(comps))
+
+    def _download(self, url: str, inst: Instruction) -> _Source:
         import urllib.request
 
-        target = Path(tempfile.mkdtemp(prefix="add.", dir=self.work)) / (
-            os.path.basename(url.split("?")[0]) or "download"
-        )
+        where = Path(tempfile.mkdtemp(prefix="add.", dir=self.work))
+        name = os.path.basename(url.split("?")[0])
+        if name in ("", ".", ".."):
+            name = "download"
         h = hashlib.sha256()
         try:
-            with urllib.request.urlopen(url, timeout=60) as resp, open(target, "wb") as f:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(where / name, "wb") as f:
                 while chunk := resp.read(1 << 20):
                     h.update(chunk)
                     f.write(chunk)
@@ -209,107 +256,54 @@ class CopySteps:
             raise BuildError(
                 f"ADD {url}: checksum mismatch (expected {want}, got sha256:{h.hexdigest()})"
             )
-        return target
+        root = self.roots[f"download:{where}"] = Root(where, "the download")
+        return _Source(name, root, (name,))
 
     def _stage_item(
-        self,
-        stage_dir: Path,
-        state: ImageState,
-        name: str,
-        src: Path | None,
-        data: bytes,
-        dest: str,
-        is_add: bool,
-        uid: int,
-        gid: int,
-        mode: int | None,
+        self, stage: int, item: _Source, dest: str, is_add: bool, how: Ownership
     ) -> None:
-        if src is None or src.is_file() and not src.is_symlink() or src.is_symlink():
-            if is_add and src is not None and src.is_file() and _is_archive(src):
-                target_dir = stage_dir / dest.lstrip("/")
-                target_dir.mkdir(parents=True, exist_ok=True)
-                from imgtool import compression
-                from imgtool.layer.apply import apply_layer
-
-                with open(src, "rb") as f:
-                    apply_layer(compression.open_decompressed(f), target_dir, "plain")
-                return
-            target = stage_dir / (
-                dest.lstrip("/") + name if dest.endswith("/") else dest.lstrip("/")
-            )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if src is None:
-                target.write_bytes(data)
-                os.chmod(target, mode if mode is not None else 0o644)
-            else:
-                shutil.copy2(src, target, follow_symlinks=False)
-                if mode is not None and not target.is_symlink():
-                    os.chmod(target, mode)
-            os.lchown(target, uid, gid)
+        target = dest + item.name if dest.endswith("/") else dest
+        if item.root is None:
+            write_data(stage, target, item.data, how)
             return
-        # a directory: its contents go into dest
-        target = stage_dir / dest.lstrip("/")
-        target.mkdir(parents=True, exist_ok=True)
-        for dirpath, dirnames, filenames in os.walk(src):
-            rel = os.path.relpath(dirpath, src)
-            if self._ignored(self.opts.context, os.path.relpath(dirpath, self.opts.context)):
-                dirnames[:] = []
-                continue
-            out_dir = target / rel if rel != "." else target
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for name_ in filenames + [
-                d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
-            ]:
-                s = Path(dirpath) / name_
-                if self._ignored(self.opts.context, os.path.relpath(s, self.opts.context)):
-                    continue
-                t = out_dir / name_
-                shutil.copy2(s, t, follow_symlinks=False)
-                if mode is not None and not t.is_symlink():
-                    os.chmod(t, mode)
-                os.lchown(t, uid, gid)
-            shutil.copystat(dirpath, out_dir)
-            if mode is not None:
-                os.chmod(out_dir, mode)
-            os.lchown(out_dir, uid, gid)
+        with sourcetree.entry_of(item.root.fd, item.comps) as src:
+            if stat.S_ISDIR(src.st.st_mode):  # a directory: its contents go into dest
+                copy_tree(item.root.fd, src, stage, dest, how, self._skip_of(item.root))
+            elif not (is_add and stat.S_ISREG(src.st.st_mode) and _extracted(src, stage, dest)):
+                copy_entry(src, stage, target, how)
 
-    def _parents_like_lowers(self, state: ImageState, stage_dir: Path, dest: str) -> None:
+    def _parents_like_lowers(self, state: ImageState, stage: int, dest: str) -> None:
         """The parent directories a COPY creates carry the metadata they already have below,
         so that a COPY does not change /usr/local/bin's mode or time."""
-        parts = (
-            [p for p in dest.strip("/").split("/") if p][:-1]
-            if not dest.endswith("/")
-            else [p for p in dest.strip("/").split("/") if p]
-        )
+        parts = sourcetree.split(dest)
+        if not dest.endswith("/"):
+            parts = parts[:-1]
+        stack = self._stack(state)
         for i in range(1, len(parts) + 1):
             rel = "/".join(parts[:i])
-            here = stage_dir / rel
-            if not here.is_dir():
+            below = stack.lookup(rel, follow_last=False)
+            if below.st is None or not stat.S_ISDIR(below.st.st_mode):
                 continue
-            for x in reversed(state.layers):
-                below = self.layers.diff_dir(x.diff_id) / rel
-                if below.is_dir() and not below.is_symlink() and self.layers.has(x.diff_id):
-                    st = os.stat(below)
-                    os.chmod(here, stat.S_IMODE(st.st_mode))
-                    os.chown(here, st.st_uid, st.st_gid)
-                    os.utime(here, ns=(st.st_atime_ns, st.st_mtime_ns))
-                    break
+            with inroot.opened(inroot.walk(stage, rel, follow_last=False)) as fd:
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    continue
+                here = inroot.fd_path(fd)
+                os.chown(here, below.st.st_uid, below.st.st_gid)
+                os.chmod(here, stat.S_IMODE(below.st.st_mode))
+                os.utime(here, ns=(below.st.st_atime_ns, below.st.st_mtime_ns))
 
     def _owner(self, state: ImageState, spec: str) -> tuple[int, int]:
         user, _, group = spec.partition(":")
+        stack = self._stack(state)
 
         def lookup(db: str, name: str, field_: int) -> int:
             if name.isdigit():
                 return int(name)
-            self._lower_names(state)
-            for x in reversed(state.layers):
-                p = self.layers.diff_dir(x.diff_id) / "etc" / db
-                if p.is_file():
-                    for line in p.read_text().splitlines():
-                        parts = line.split(":")
-                        if parts and parts[0] == name and len(parts) > field_:
-                            return int(parts[field_])
-                    break
+            text = (stack.read(f"/etc/{db}") or b"").decode(errors="replace")
+            for line in text.splitlines():
+                parts = line.split(":")
+                if parts and parts[0] == name and len(parts) > field_ and parts[field_].isdigit():
+                    return int(parts[field_])
             raise BuildError(
                 f"--chown: no {'user' if db == 'passwd' else 'group'} {name!r} "
                 f"in the image's /etc/{db}"
@@ -322,3 +316,29 @@ class CopySteps:
             else (int(user) if user.isdigit() else lookup("passwd", user, 3))
         )
         return uid, gid
+
+
+def _is_archive(f: BinaryIO) -> bool:
+    head = f.read(512 + 8)
+    f.seek(0)
+    if head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd":
+        return True
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return True
+    try:
+        return tarfile.is_tarfile(f)  # type: ignore[arg-type]
+    finally:
+        f.seek(0)
+
+
+def _extracted(src: Entry, stage: int, dest: str) -> bool:
+    """ADD's local archive: unpacked into dest (False when the file is no archive)."""
+    from imgtool import compression
+    from imgtool.layer.apply import apply_layer
+
+    with os.fdopen(sourcetree.open_entry(src), "rb") as f:
+        if not _is_archive(f):
+            return False
+        with inroot.opened(inroot.mkdirs(stage, dest)) as target:
+            apply_layer(compression.open_decompressed(f), inroot.fd_path(target), "plain")
+    return True

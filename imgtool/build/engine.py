@@ -2,24 +2,30 @@
 
 A stage is a FROM and what follows. Only the stages the target needs are built. Each RUN runs
 in the runtime's sandbox over an overlay of the stage's layers (host network unless
-`--network=none`); its upper dir becomes the layer. COPY and ADD stage their files in a
-directory that becomes the layer the same way. Every step that makes a layer is cached under a
-key of its parent chain, its expanded instruction, the build args it sees and the content of
-what it copies; `--explain-cache` says which input changed when a step misses.
+`--network=none`), in its own cgroup under the host-wide liveness lock as a container is, with
+copies of /etc/hosts and /etc/resolv.conf; its upper dir becomes the layer. COPY and ADD stage
+their files in a directory that becomes the layer the same way. Every path a build reads from
+the context, a stage or an image is resolved inside that tree (sourcetree, layered): a symlink
+never leads to the host. The Containerfile and .dockerignore found in the context are read
+inside it too; a Containerfile given with -f is read where the user's path leads. Every step
+that makes a layer is cached under a key of its parent chain, its expanded instruction, the
+build args it sees and the content of what it copies; `--explain-cache` says which input
+changed when a step misses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from imgtool import inroot, oci
 from imgtool import mediatypes as mt
-from imgtool import oci
 from imgtool import reference as refs
 from imgtool.build.cache import CacheSteps, _key
 from imgtool.build.common import (
@@ -28,16 +34,19 @@ from imgtool.build.common import (
     ImageState,
     Layer,
     Stage,
-    _default_file,
     _duration_ns,
     _source_date_epoch,
     _StageContext,
     _timestamp,
     _valid_port,
     _valid_signal,
+    decode_text,
+    read_containerfile,
+    read_in_context,
 )
 from imgtool.build.copy_step import CopySteps
 from imgtool.build.run_step import RunSteps
+from imgtool.build.sourcetree import Root
 from imgtool.containerfile import dockerignore, shell
 from imgtool.containerfile.parser import Containerfile, Instruction, parse
 from imgtool.errors import (
@@ -50,6 +59,9 @@ from imgtool.errors import (
 from imgtool.layer.unpacked import LayerStore
 from imgtool.store import Store
 
+# BuildKit's rule for `FROM … AS name`; a name also names files of the build cache
+STAGE_NAME = re.compile(r"[a-z][a-z0-9\-_.]*")
+
 
 class Builder(RunSteps, CopySteps, CacheSteps):
     def __init__(self, store: Store, opts: BuildOptions) -> None:
@@ -60,13 +72,13 @@ class Builder(RunSteps, CopySteps, CacheSteps):
         self.work = Path(tempfile.mkdtemp(prefix="build.", dir=self._tmp_root()))
         self.epoch = _source_date_epoch()
         self.results: dict[int, ImageState] = {}
-        self.rootfs_cache: dict[str, Path] = {}
         self.steps = self.cached = 0
-        self.unpacked: set[str] = set()  # diff_ids known to be unpacked in this build
+        self.unpacked: dict[tuple[str, ...], list[str]] = {}  # diff_ids -> unpacked keys
         self.file_label = ""
-        ignore = opts.context / ".dockerignore"
-        patterns = dockerignore.read_ignore_file(ignore.read_text()) if ignore.exists() else []
-        self.ignore = dockerignore.PatternMatcher(patterns)
+        # every tree COPY reads, held open for the build: the context, flattened stages
+        self.context = Root(opts.context, "the build context")
+        self.roots: dict[str, Root] = {"context": self.context}
+        self.ignore = dockerignore.PatternMatcher([])
 
     def _tmp_root(self) -> Path:
         d = self.store.root / "build"
@@ -78,18 +90,17 @@ class Builder(RunSteps, CopySteps, CacheSteps):
             self.opts.output(text)
 
     def run(self) -> BuildResult:
-        path = self.opts.file or _default_file(self.opts.context)
-        self.file_label = path.name
         try:
-            text = path.read_text()
-        except OSError as e:
-            raise BuildError(f"cannot read {path}: {e.strerror}") from None
-        cf = parse(text, path.name)
-        meta_args, stages = self._stages(cf)
-        target = self._target(stages)
-        needed = self._needed(stages, target)
-        self._validate(stages, needed)
-        try:
+            self.file_label, text = read_containerfile(self.opts, self.context)
+            ignore = read_in_context(self.context, ".dockerignore")
+            if ignore is not None:
+                patterns = dockerignore.read_ignore_file(decode_text(ignore, ".dockerignore"))
+                self.ignore = dockerignore.PatternMatcher(patterns)
+            cf = parse(text, self.file_label)
+            meta_args, stages = self._stages(cf)
+            target = self._target(stages)
+            needed = self._needed(stages, target)
+            self._validate(stages, needed)
             with self.store.writing():
                 for st in stages:
                     if st.index in needed:
@@ -97,7 +108,10 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                 final = self.results[target.index]
                 return self._commit(final)
         finally:
-            shutil.rmtree(self.work, ignore_errors=True)
+            for root in self.roots.values():
+                root.close()
+            with contextlib.suppress(OSError):  # a tree a container wrote: any depth
+                inroot.remove_tree(self.work)
 
     def _stages(self, cf: Containerfile) -> tuple[dict[str, str], list[Stage]]:
         meta: dict[str, str] = {}
@@ -106,6 +120,13 @@ class Builder(RunSteps, CopySteps, CacheSteps):
             if inst.keyword == "from":
                 base = inst.args[0]
                 name = inst.args[2].lower() if len(inst.args) == 3 else str(len(stages))
+                if len(inst.args) == 3 and not STAGE_NAME.fullmatch(name):
+                    raise ContainerfileError(
+                        f"invalid stage name {inst.args[2]!r}: a letter, then letters, digits,"
+                        " '-', '_' or '.'",
+                        file=self.file_label,
+                        line=inst.line,
+                    )
                 stages.append(Stage(len(stages), name, base, [], inst.line))
                 continue
             if not stages:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
+import secrets
 import stat
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from imgtool import inroot
 from imgtool import mediatypes as mt
+from imgtool.build import sourcetree
 from imgtool.build.cache import _key
 from imgtool.build.common import (
     DEFAULT_PATH,
@@ -24,8 +27,10 @@ from imgtool.build.common import (
     _redirect,
     _StageContext,
     _timestamp,
-    _tree_digest,
 )
+from imgtool.build.copier import Ownership, copy_entry, copy_tree
+from imgtool.build.layered import LayerStack
+from imgtool.build.sourcetree import Comps, Root
 from imgtool.containerfile.parser import Instruction
 from imgtool.errors import (
     BuildError,
@@ -33,8 +38,12 @@ from imgtool.errors import (
     SandboxError,
 )
 from imgtool.layer.diff import write_layer
-from imgtool.sandbox import runner
+from imgtool.sandbox import liveness, runner
+from imgtool.sandbox.cgroups import Cgroup, Limits
 from imgtool.sandbox.spec import BindMount, SandboxSpec
+
+BUILD_HOSTNAME = "imgtool-build"
+LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 class RunSteps:
@@ -63,7 +72,7 @@ class RunSteps:
             argv,
             sorted(run_env.items()),
             network,
-            [(m.kind, m.target, m.key) for m in mounts],
+            [(m.kind, m.target, m.readonly, m.key) for m in mounts],
             cfg.get("User"),
             cfg.get("WorkingDir"),
         )
@@ -110,20 +119,68 @@ class RunSteps:
         if kind == "bind":
             source = opts.get("source") or opts.get("src") or "."
             frm = opts.get("from")
-            root = self._source_root(frm, ctx) if frm else self.opts.context
-            path = (root / source.lstrip("/")).resolve()
-            if not str(path).startswith(str(root.resolve())):
-                raise BuildError(f"--mount source {source!r} is outside its root")
-            rw = opts.get("rw") == "true" or opts.get("readwrite") == "true"
-            return _Mount("bind", target, str(path), not rw, _tree_digest(path))
+            return self._bind(
+                target, self._source_root(frm, ctx) if frm else self.context, source, opts
+            )
         raise BuildError(f"unsupported --mount type {kind!r}")
 
+    def _bind(self, target: str, root: Root, source: str, opts: dict[str, str]) -> _Mount:
+        """A bind mount of the context or of a stage. The step sees a copy, not the tree
+        itself, when it may write (BuildKit drops those writes; the context is not the step's
+        to change) and when .dockerignore leaves something out (what the context does not
+        send, a step does not see)."""
+        comps = self._mount_source(root, source)
+        left_out: list[Comps] = []
+        skip = None
+        if root is self.context:
+
+            def skip(c: Comps) -> bool:
+                if self._ignored(c):
+                    left_out.append(c)
+                    return True
+                return False
+
+        digest = sourcetree.tree_digest(root.fd, comps, skip)
+        writable = opts.get("rw") == "true" or opts.get("readwrite") == "true"
+        if writable or left_out:
+            return _Mount("bind", target, "", not writable, digest, (root, comps))
+        return _Mount("bind", target, root.host_path(comps), True, digest)
+
+    def _mount_source(self, root: Root, source: str) -> Comps:
+        """A bind mount's source resolved inside its root; its host path then has no symlink
+        left in it for the mount to follow."""
+        try:
+            comps = sourcetree.resolve(root.fd, source)
+            if root is self.context and self._ignored(comps):
+                raise FileNotFoundError(source)  # .dockerignore leaves it out of the context
+            return comps
+        except (FileNotFoundError, NotADirectoryError):
+            link = sourcetree.escaping_link(root.fd, source)
+            why = (
+                f": the symlink {link[0]!r} points to {link[1]!r}, which is resolved inside it"
+                if link
+                else ""
+            )
+            raise BuildError(f"--mount source {source!r} not found in {root.label}{why}") from None
+        except OSError as e:
+            raise BuildError(f"--mount source {source!r} in {root.label}: {e.strerror}") from None
+
+    def _stack(self, state: ImageState) -> LayerStack:
+        """The stage's filesystem so far, for lookups inside it."""
+        return LayerStack([self.layers.diff_dir(k) for k in self._layer_keys(state)])
+
     def _lower_names(self, state: ImageState) -> list[str]:
-        # called for every lookup in the lower layers: check each layer on disk once per build
-        todo = [x for x in state.layers if x.diff_id not in self.unpacked]
-        self.layers.unpack_layers([(x.digest, x.size, x.media_type, x.diff_id) for x in todo])
-        self.unpacked.update(x.diff_id for x in todo)
-        return [f"l/{self.layers.short_name(x.diff_id)}" for x in state.layers]
+        return [f"l/{self.layers.short_name(k)}" for k in self._layer_keys(state)]
+
+    def _layer_keys(self, state: ImageState) -> list[str]:
+        """The keys (ChainIDs) of the stage's unpacked layers, lowest first, unpacking what is
+        missing; asked for every lookup, so each chain is checked on disk once per build."""
+        chain = tuple(x.diff_id for x in state.layers)
+        if chain not in self.unpacked:
+            self.unpacked[chain] = self.layers.unpack_layers(
+                [(x.digest, x.size, x.media_type, x.diff_id) for x in state.layers]
+            )
+        return self.unpacked[chain]
 
     def _execute_run(
         self,
@@ -138,18 +195,16 @@ class RunSteps:
         cfg = state.config["config"]
         lowers = self._lower_names(state)
         step = Path(tempfile.mkdtemp(prefix="run.", dir=self.work))
-        for d in ("upper", "work", "rootfs"):
+        for d in ("upper", "work", "rootfs", "etc", "mounts"):
             (step / d).mkdir()
-        existing = {
-            p
-            for p in STUB_PATHS + tuple(m.target.lstrip("/") for m in mounts)
-            if p and self._in_lowers(state, p)
-        }
-        etc = {}
-        if network == "host":
-            for name in ("hosts", "resolv.conf"):
-                if Path(f"/etc/{name}").exists():
-                    etc[f"/etc/{name}"] = f"/etc/{name}"
+        # the mount points the set-up makes where the image has nothing are not part of the
+        # layer; they are made where their paths lead inside the image
+        stack = self._stack(state)
+        created = set()
+        for path in STUB_PATHS + tuple(m.target for m in mounts if m.target):
+            found = stack.lookup(path)
+            if found.st is None:
+                created.add("/".join(found.comps))
         spec = SandboxSpec(
             argv=argv,
             lower_dirs=lowers,
@@ -160,10 +215,10 @@ class RunSteps:
             env=env,
             cwd=cfg.get("WorkingDir") or "/",
             user=cfg.get("User") or "",
-            hostname="imgtool-build",
+            hostname=BUILD_HOSTNAME,
             network=network,
-            mounts=[BindMount(m.source, m.target, m.readonly) for m in mounts if m.source],
-            etc_files=etc,
+            mounts=self._bind_mounts(mounts, step / "mounts"),
+            etc_files=_etc_files(step / "etc", network),
             stdin=False,
         )
         out_fd = None
@@ -171,10 +226,7 @@ class RunSteps:
             out_fd = tempfile.TemporaryFile(dir=self.work)  # noqa: SIM115 - closed below
         try:
             with _redirect(out_fd):
-                try:
-                    outcome = runner.run(spec, f"build-{os.getpid()}")
-                except SandboxError as e:  # the caller names the file, line and step
-                    raise BuildError(str(e)) from None
+                outcome = _run_held(spec)
             if outcome.status != 0:
                 if out_fd is not None:
                     out_fd.seek(0)
@@ -185,8 +237,6 @@ class RunSteps:
                     outcome.status,
                     f"{self.file_label}:{inst.line}",
                 )
-            created = {m.target.lstrip("/") for m in mounts if m.target} | set(STUB_PATHS)
-            created -= existing
 
             def skip(rel: str) -> bool:
                 return rel in created or any(
@@ -197,20 +247,31 @@ class RunSteps:
         finally:
             if out_fd is not None:
                 out_fd.close()
-            shutil.rmtree(step, ignore_errors=True)
+            with contextlib.suppress(OSError):  # a tree a container wrote: any depth
+                inroot.remove_tree(step)
 
-    def _in_lowers(self, state: ImageState, rel: str, want_dir: bool = False) -> bool:
-        if not rel:
-            return True
-        self._lower_names(state)
-        for x in reversed(state.layers):
-            p = self.layers.diff_dir(x.diff_id) / rel
-            if os.path.lexists(p):
-                st = os.lstat(p)
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    return False
-                return stat.S_ISDIR(st.st_mode) if want_dir else True
-        return False
+    def _bind_mounts(self, mounts: list[_Mount], copies: Path) -> list[BindMount]:
+        """What the sandbox mounts; a writable bind gets a copy of its source in the step's
+        directory: BuildKit drops what a RUN step writes there, and the context is not the
+        step's to change."""
+        out = []
+        for i, m in enumerate(mounts):
+            source = m.source
+            if m.copy_of is not None:
+                root, comps = m.copy_of
+                source = str(copies / str(i))
+                with (
+                    inroot.opened(inroot.open_root(str(copies))) as dst,
+                    sourcetree.entry_of(root.fd, comps) as src,
+                ):
+                    keep = Ownership(None, None)
+                    if stat.S_ISDIR(src.st.st_mode):
+                        copy_tree(root.fd, src, dst, str(i), keep, self._skip_of(root))
+                    else:
+                        copy_entry(src, dst, str(i), keep)
+            if source:
+                out.append(BindMount(source, m.target, m.readonly))
+        return out
 
     def _layer_from_dir(self, root: Path, skip: Callable[[str], bool] | None = None) -> Layer:
         from imgtool import compression
@@ -230,3 +291,49 @@ class RunSteps:
         packed.unlink()
         media = mt.OCI_LAYER_ZSTD if self.opts.compression == "zstd" else mt.OCI_LAYER_GZIP
         return Layer(digest, size, media, lt.diff_id, _timestamp(self.epoch))
+
+
+def _run_held(spec: SandboxSpec) -> runner.Outcome:
+    """Run a step as `imgtool run` runs a container: in its own cgroup under imgtool/, with
+    the host-wide liveness lock held from before the cgroup exists until it is gone, so that
+    the clean-up of any imgtool kills a step whose imgtool was killed, and only such a step."""
+    step_id = secrets.token_hex(32)
+    liveness.hold(step_id)
+    try:
+        cgroup = Cgroup(step_id, Limits())
+        try:
+            cgroup.create()
+            return runner.run(spec, step_id, cgroup=cgroup)
+        except SandboxError as e:  # the caller names the file, line and step
+            raise BuildError(str(e)) from None
+        finally:
+            cgroup.destroy()
+    finally:
+        liveness.release(step_id)
+
+
+def _etc_files(where: Path, network: str) -> dict[str, str]:
+    """/etc/hosts, /etc/hostname and /etc/resolv.conf for a step: copies in the step's
+    directory (as containers get), never the host's own files. The host's network keeps the
+    host's names; otherwise localhost and the build's hostname."""
+    if network == "host":
+        hosts = _host_file("/etc/hosts")
+        hostname = os.uname().nodename
+    else:
+        hostname = BUILD_HOSTNAME
+        hosts = f"{LOCALHOST}127.0.1.1\t{hostname}\n".encode()
+    files = {"hosts": hosts, "hostname": f"{hostname}\n".encode()}
+    files["resolv.conf"] = _host_file("/etc/resolv.conf")
+    out = {}
+    for name, data in files.items():
+        (where / name).write_bytes(data)
+        out[f"/etc/{name}"] = str(where / name)
+    return out
+
+
+def _host_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
+    except OSError:
+        return b""

@@ -67,7 +67,7 @@ def build(
     quiet: bool,
 ) -> None:
     """Build an image from a Containerfile and the CONTEXT directory."""
-    from imgtool.build import BuildOptions, _default_file
+    from imgtool.build import BuildOptions, read_containerfile
     from imgtool.build import build as do_build
 
     secret_files = {}
@@ -94,9 +94,10 @@ def build(
     if check_only:
         from imgtool.containerfile.parser import parse
 
-        path = opts.file or _default_file(opts.context)
-        parsed = parse(path.read_text(), path.name)
-        click.echo(f"{path}: {len(parsed.instructions)} instructions, no errors")
+        label, text = read_containerfile(opts)
+        parsed = parse(text, label)
+        shown = opts.file or opts.context / label
+        click.echo(f"{shown}: {len(parsed.instructions)} instructions, no errors")
         return
     from imgtool.errors import RunStepFailed
 

@@ -1,38 +1,75 @@
 """Applying a layer tar to a directory, safely.
 
-Two formats:
+Two formats (see `view`):
 - "plain": the layer is applied onto a root that holds the layers below it (whiteouts delete,
   opaque markers remove lower children): a flattened rootfs, as `umoci unpack` makes.
-- "overlay": the directory is an overlayfs layer of its own: a whiteout becomes the 0:0
-  character device, an opaque marker the `trusted.overlay.opaque` xattr.
+- "overlay": the directory is the layer's own overlayfs layer, written over the directories of
+  the layers below it: a whiteout becomes a 0:0 character device, an opaque marker the
+  `trusted.overlay.opaque` xattr. Mounted over the same lower directories, it shows the tree
+  the plain apply makes.
 
-Safety: every member path is resolved inside the root with chroot semantics (symlinks are
-followed, but `..` and absolute targets never climb above the root); the final component is
-never followed, so a member replaces a symlink instead of writing through it; hard links must
-point at something already in the root. Python's tarfile does the parsing only: it neither
-applies `SCHILY.xattr.*` records nor handles whiteouts, and its extraction filters are not made
-for layers.
+Whiteouts and opaque markers apply to lower layers only, wherever they sit in the tar: the
+layer's own entries stay (the OCI spec; umoci's flattened unpack agrees).
+
+Safety: nothing is done through a host path. A member's parent directory is opened inside the
+root (component by component, O_NOFOLLOW, symlinks resolved as if the root were `/`) and the
+member is made there with the *at calls; a member replaces a symlink rather than writing
+through it; a hard link's target is a path in the root, never followed at its end; directory
+times, set once their entries are in, are set relative to a directory reopened without
+following anything and only on the directory the member made.
+
+Limits, so that no layer makes the applier run for hours or fall over: paths (member names,
+link targets, and where symlinks lead them) of at most PATH_MAX, 4096 bytes, the most a
+syscall takes (Docker and containerd hand whole paths to syscalls: they go no deeper); tar
+headers of at most 1 MiB (as Go's archive/tar); and a work budget (`view.Budget`) for layers
+built to make every member walk a deep path. Nothing recurses over a tree's depth. Python's
+tarfile does the parsing only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from imgtool import whiteout
+from imgtool import inroot, whiteout
 from imgtool.errors import LayerError, UnsafePath
+from imgtool.layer import meta
+from imgtool.layer.view import (
+    PATH_MAX,
+    Budget,
+    Dir,
+    Found,
+    View,
+    is_whiteout,
+    join,
+    lstat_at,
+    set_opaque,
+    shown,
+    split,
+)
 
 Format = Literal["plain", "overlay"]
-MAX_SYMLINKS = 255
-XATTR_PREFIX = "SCHILY.xattr."
 COPY_CHUNK = 1 << 20
+MAX_HEADER = 1 << 20  # PAX records and GNU long names, as Go's archive/tar limits them
+_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_SPECIAL = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+mtime_ns_of = meta.mtime_ns_of
 
 
 @dataclass
@@ -42,289 +79,346 @@ class ApplyStats:
     whiteouts: int = 0
 
 
-@dataclass
-class _Layer:
-    root: str
-    fmt: Format
-    written: set[str] = field(default_factory=set)  # paths this layer created
-    opaque: set[str] = field(default_factory=set)  # dirs this layer made opaque (overlay)
-    dir_times: list[tuple[str, int]] = field(default_factory=list)
-    stats: ApplyStats = field(default_factory=ApplyStats)
+class Header(tarfile.TarInfo):
+    """tarfile reads a PAX or GNU long-name header whole into memory: refuse huge ones first
+    (`tarfile.open(..., tarinfo=Header)`)."""
 
-
-def resolve(root: str, rel: str, follow_last: bool = True) -> str:
-    """The host path of `rel` inside `root`, resolving symlinks as if `root` were `/`."""
-    parts = [p for p in rel.split("/") if p and p != "."]
-    done: list[str] = []
-    links = 0
-    while parts:
-        comp = parts.pop(0)
-        if comp == "..":
-            if done:
-                done.pop()
-            continue
-        host = os.path.join(root, *done, comp)
-        is_last = not parts
-        try:
-            st = os.lstat(host)
-        except FileNotFoundError:
-            done.append(comp)
-            continue
-        except NotADirectoryError:
-            done.append(comp)
-            continue
-        if stat.S_ISLNK(st.st_mode) and (follow_last or not is_last):
-            links += 1
-            if links > MAX_SYMLINKS:
-                raise UnsafePath("too many levels of symbolic links", rel)
-            target = os.readlink(host)
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        done.append(comp)
-    return os.path.join(root, *done)
-
-
-def _is_whiteout_dev(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _remove(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
-
-
-def _lexists(path: str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type in _SPECIAL and self.size > MAX_HEADER:
+            raise LayerError(f"tar header of {self.size} bytes (at most {MAX_HEADER})")
+        return super()._proc_member(tarfile)  # type: ignore[misc]
 
 
 class _Applier:
-    def __init__(self, layer: _Layer) -> None:
-        self.l = layer
+    def __init__(self, view: View) -> None:
+        self.view = view
+        self.overlay = view.overlay
+        self.written: set[str] = set()  # resolved paths of this layer's entries and parents
+        self.hidden: set[str] = set()  # directories whose lower layers' entries are gone
+        self.dir_times: list[tuple[str, int, int, int]] = []  # path, dev, ino, mtime_ns
+        self.stats = ApplyStats()
 
-    def rel_of(self, host: str) -> str:
-        return os.path.relpath(host, self.l.root) if host != self.l.root else ""
-
-    def ensure_dir(self, host: str, create: bool = True) -> bool:
-        """Make `host` (already resolved) a directory, creating missing parents; a
-        non-directory in the way is replaced. Returns False when it is missing and
-        `create` is off."""
-        rel = self.rel_of(host)
-        cur = self.l.root
-        for comp in [p for p in rel.split("/") if p]:
-            cur = os.path.join(cur, comp)
-            st = _lexists(cur)
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                continue
-            if not create:
-                return False
-            was_whiteout = st is not None and _is_whiteout_dev(st)
-            if st is not None:
-                os.unlink(cur)
-            os.mkdir(cur, 0o755)
-            self.l.written.add(self.rel_of(cur))
-            if was_whiteout and self.l.fmt == "overlay":
-                self.make_opaque(cur)
-        return True
-
-    def make_opaque(self, host: str) -> None:
-        os.setxattr(host, whiteout.OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
-        rel = self.rel_of(host)
-        self.l.opaque.add(rel)
-        # whiteouts of this layer below an opaque directory are redundant: drop them
-        for dirpath, dirnames, filenames in os.walk(host):
-            for name in filenames + dirnames:
-                p = os.path.join(dirpath, name)
-                st = os.lstat(p)
-                if _is_whiteout_dev(st):
-                    os.unlink(p)
-
-    def under_opaque(self, rel: str) -> bool:
-        parts = rel.split("/")
-        return any("/".join(parts[:i]) in self.l.opaque for i in range(1, len(parts)))
-
-    def apply_whiteout(self, rel_target: str) -> None:
-        parent_rel, name = os.path.split(rel_target)
-        parent = resolve(self.l.root, parent_rel)
-        self.l.stats.whiteouts += 1
-        if self.l.fmt == "plain":
-            st = _lexists(parent)
-            if st is None or not stat.S_ISDIR(st.st_mode):
-                return  # nothing below to delete (e.g. the parent is a dead symlink)
-            target = os.path.join(parent, name)
-            if _lexists(target) is None or self.rel_of(target) in self.l.written:
-                return  # whiteouts delete what lower layers have, never this layer's entries
-            # keep the parent's times: a whiteout is not a change of the directory
-            pst = os.stat(parent)
-            _remove(target)
-            os.utime(parent, ns=(pst.st_atime_ns, pst.st_mtime_ns))
+    def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        self.view.budget.member()
+        rel = whiteout.clean(m.name)
+        if len(os.fsencode(rel)) > PATH_MAX or len(os.fsencode(m.linkname)) > PATH_MAX:
+            raise UnsafePath(f"path longer than {PATH_MAX} bytes", shown(rel))
+        if rel == "":
+            if m.isdir():  # the layer's "." entry: the root directory's own metadata
+                self._directory_meta(self.view.root.fd, "", m)
             return
-        self.ensure_dir(parent)
-        target = os.path.join(parent, name)
-        if self.under_opaque(self.rel_of(target)):
-            _remove(target)
-            return
-        _remove(target)
-        os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
-        self.l.written.add(self.rel_of(target))
-
-    def apply_opaque(self, rel_dir: str) -> None:
-        host = resolve(self.l.root, rel_dir)
-        if self.l.fmt == "overlay":
-            self.ensure_dir(host)
-            self.make_opaque(host)
-            return
-        st = _lexists(host)
-        if st is None or not stat.S_ISDIR(st.st_mode):
-            return
-        self._remove_lower(host)
-
-    def _remove_lower(self, host: str) -> None:
-        for name in os.listdir(host):
-            p = os.path.join(host, name)
-            if self.rel_of(p) not in self.l.written:
-                _remove(p)
-            elif os.path.isdir(p) and not os.path.islink(p):
-                self._remove_lower(p)
-
-    def apply_entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str) -> None:
-        parent_rel, name = os.path.split(rel)
-        parent = resolve(self.l.root, parent_rel)
-        self.ensure_dir(parent)
-        dest = os.path.join(parent, name)
-        st = _lexists(dest)
-        keep_dir = st is not None and stat.S_ISDIR(st.st_mode) and m.isdir()
-        was_whiteout = st is not None and _is_whiteout_dev(st)
-        if st is not None and not keep_dir:
-            if m.islnk() and self._link_source(m) == dest:
-                return  # a hard link to itself: nothing to do
-            _remove(dest)
-        if m.isreg():
-            self._write_file(tar, m, dest)
-        elif m.isdir():
-            if not keep_dir:
-                os.mkdir(dest, 0o700)
-                if was_whiteout and self.l.fmt == "overlay":
-                    self.make_opaque(dest)
-        elif m.issym():
-            os.symlink(m.linkname, dest)
-        elif m.islnk():
-            src = self._link_source(m)
-            sst = _lexists(src)
-            if sst is None:
-                raise LayerError("hard link to a file not in the layer or below", m.name)
-            if stat.S_ISDIR(sst.st_mode):
-                raise LayerError("hard link to a directory", m.name)
-            os.link(src, dest, follow_symlinks=False)
-            self.mark_written(self.rel_of(dest))
-            return  # a hard link shares its target's metadata; its header's is not applied
-        elif m.ischr() or m.isblk():
-            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            os.mknod(dest, kind | 0o600, os.makedev(m.devmajor, m.devminor))
-        elif m.isfifo():
-            os.mkfifo(dest, 0o600)
+        kind, target = whiteout.classify(rel)
+        if kind == "whiteout":
+            self.whiteout(target)
+        elif kind == "opaque":
+            self.opaque(target)
         else:
-            raise LayerError(f"unsupported tar entry type {m.type!r}", m.name)
-        self._metadata(m, dest)
-        self.mark_written(self.rel_of(dest))
-        self.l.stats.entries += 1
+            self.entry(tar, m, rel)
 
-    def mark_written(self, rel: str) -> None:
-        """An entry and its ancestors belong to this layer: an opaque marker keeps them."""
-        parts = rel.split("/")
-        for i in range(1, len(parts) + 1):
-            self.l.written.add("/".join(parts[:i]))
+    def mark_written(self, path: str) -> None:
+        """An entry and its parents belong to this layer: whiteouts and opaque markers keep
+        them. (The parents of a written path are all written: stop at the first one.)"""
+        while path and path not in self.written:
+            self.written.add(path)
+            path = posixpath.dirname(path)
 
-    def _link_source(self, m: tarfile.TarInfo) -> str:
-        return resolve(self.l.root, whiteout.clean(m.linkname), follow_last=False)
+    # --- entries -------------------------------------------------------------------------
 
-    def _write_file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, dest: str) -> None:
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
+    def entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str) -> None:
+        found = self.view.parent(rel, write=True)
+        assert found is not None
+        d, name = found
+        path = join(d.path, name)
+        if d.nbytes + 1 + len(os.fsencode(name)) > PATH_MAX:  # where symlinks led it
+            raise UnsafePath(f"path longer than {PATH_MAX} bytes", shown(path))
+        f = self.view.lookup(d, name)
+        if m.islnk():
+            self._hardlink(m, d, name, path, f)
+            return
+        if m.isdir():
+            self._directory(m, d, name, f)
+        else:
+            self._clear(d, name, f)
+            if m.isreg():
+                self._file(tar, m, d, name)
+            elif m.issym():
+                os.symlink(m.linkname, name, dir_fd=d.fd)
+                meta.apply(f"{inroot.fd_path(d.fd)}/{name}", meta.of_member(m), m.name, False)
+            elif m.ischr() or m.isblk() or m.isfifo():
+                kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+                os.mknod(name, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=d.fd)
+                with inroot.opened(os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=d.fd)) as fd:
+                    meta.apply(inroot.fd_path(fd), meta.of_member(m), m.name)
+            else:
+                raise LayerError(f"unsupported tar entry type {m.type!r}", shown(m.name))
+        self.mark_written(path)
+        self.stats.entries += 1
+
+    def _clear(self, d: Dir, name: str, f: Found) -> None:
+        """Remove what the upper has at `name` (a lower layer's entry is hidden anyway)."""
+        if f.upper is None:
+            return
+        mode = f.upper.st_mode
+        if stat.S_ISDIR(mode) or stat.S_ISLNK(mode) or (self.overlay and is_whiteout(f.upper)):
+            self.view.cache.clear()  # walks may have gone through it, or stopped at it
+        if stat.S_ISDIR(mode):
+            inroot.remove(d.fd, name)
+        else:
+            os.unlink(name, dir_fd=d.fd)
+
+    def _directory(self, m: tarfile.TarInfo, d: Dir, name: str, f: Found) -> None:
+        if f.kind == "dir":  # kept (or copied up): the member only sets its metadata
+            fd = self.view.copy_up(d, name, f) if f.upper is None else -1
+            if fd < 0:
+                fd = os.open(name, _PATH_DIR, dir_fd=d.fd)
+        else:
+            self._clear(d, name, f)
+            os.mkdir(name, 0o700, dir_fd=d.fd)
+            fd = os.open(name, _PATH_DIR, dir_fd=d.fd)
+            if self.overlay and self.view.lower_shows_dir(d, name):
+                set_opaque(fd)  # new and empty where the layer hid a lower directory
+        with inroot.opened(fd):
+            self._directory_meta(fd, join(d.path, name), m)
+
+    def _directory_meta(self, fd: int, path: str, m: tarfile.TarInfo) -> None:
+        """Owner, xattrs and mode now; the mtime once the directory's entries are in."""
+        meta.apply(inroot.fd_path(fd), meta.of_member(m, with_time=False), m.name)
+        st = os.fstat(fd)
+        self.dir_times.append((path, st.st_dev, st.st_ino, meta.mtime_ns_of(m)))
+
+    def _file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, d: Dir, name: str) -> None:
+        with os.fdopen(os.open(name, _NEW_FILE, 0o600, dir_fd=d.fd), "wb") as out:
             src = tar.extractfile(m)
             if src is not None:
                 shutil.copyfileobj(src, out, COPY_CHUNK)
-        self.l.stats.bytes += m.size
+            out.flush()
+            meta.apply(out.fileno(), meta.of_member(m), m.name)
+        self.stats.bytes += m.size
 
-    def _metadata(self, m: tarfile.TarInfo, dest: str) -> None:
-        is_link = m.issym()
+    def _hardlink(self, m: tarfile.TarInfo, d: Dir, name: str, path: str, f: Found) -> None:
+        """A hard link's target is a path in the root (the layer's or a lower one's), its
+        last component not followed; a lower file is copied up first, as overlayfs would."""
+        target = whiteout.clean(m.linkname)
+        src = self.view.parent(target, write=False) if target else None
+        sf = self.view.lookup(*src) if src is not None else Found("absent", None)
+        if src is None or sf.kind == "absent":
+            raise LayerError("hard link to a file not in the layer or below", shown(m.name))
+        if sf.kind == "dir":
+            raise LayerError("hard link to a directory", shown(m.name))
+        sd, sname = src
+        if join(sd.path, sname) == path:
+            return  # a hard link to itself: nothing to do
+        if sf.upper is None:
+            again = self.view.parent(target, write=True)
+            assert again is not None
+            sd, sname = again
+            self.view.copy_up(sd, sname, self.view.lookup(sd, sname))
+        self._clear(d, name, f)
+        os.link(sname, name, src_dir_fd=sd.fd, dst_dir_fd=d.fd, follow_symlinks=False)
+        self.mark_written(path)  # a hard link shares its target's metadata, not its header's
+
+    # --- whiteouts -----------------------------------------------------------------------
+
+    def whiteout(self, target: str) -> None:
+        self.stats.whiteouts += 1
+        found = self.view.parent(target, write=False)
+        if found is None:
+            return  # its directory is not there (or is a dead symlink): nothing to delete
+        d, name = found
+        path = join(d.path, name)
+        f = self.view.lookup(d, name)
+        if path in self.written:  # the layer's own entry stays; what lower layers have goes
+            if f.kind == "dir":
+                self.hide_lower(path)
+            return
+        if f.kind == "absent":
+            return
+        self.view.cache.clear()
+        if self.overlay:
+            found = self.view.parent(target, write=True)  # its directory copied up
+            assert found is not None
+            d, name = found
+            f = self.view.lookup(d, name)
+        with _times_kept(d.fd):  # a whiteout is no change of the directory
+            if f.upper is not None:
+                inroot.remove(d.fd, name)
+            if self.overlay:
+                os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=d.fd)
+
+    def opaque(self, dirpath: str) -> None:
+        d = self.view.open_dir(split(dirpath), write=False)
+        if d is not None:  # an opaque marker on a non-directory or on nothing does nothing
+            self.hide_lower(d.path)
+
+    def hide_lower(self, path: str) -> None:
+        """Below the directory `path`, what lower layers have goes and this layer's own
+        entries stay: opaque in overlay format (and the upper's copies of lower directories,
+        and its whiteouts, which the opaque directory makes pointless, go)."""
+        if path in self.hidden:
+            return  # nothing of a lower layer has come back below it since
+        self.hidden.add(path)
+        self.view.cache.clear()
+        d = self.view.open_dir(split(path), write=self.overlay)
+        assert d is not None and d.fd >= 0
+        if self.overlay and path:
+            set_opaque(d.fd)
+        with inroot.opened(os.open(inroot.fd_path(d.fd), os.O_RDONLY | os.O_DIRECTORY)) as fd:
+            inroot.walk_tree(fd, _Prune(self.written, path, self.view.budget))
+        if self.overlay and not path:
+            self._whiteout_lower_root(d)  # overlayfs ignores opaque on a layer's root
+
+    def _whiteout_lower_root(self, root: Dir) -> None:
+        names: set[str] = set()
+        for fd in root.lowers:
+            with inroot.opened(os.open(inroot.fd_path(fd), os.O_RDONLY | os.O_DIRECTORY)) as r:
+                names.update(os.listdir(r))
+        below = Dir("", -1, root.lowers)
+        for name in sorted(names):
+            if lstat_at(root.fd, name) is None and self.view.lookup(below, name).kind != "absent":
+                os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=root.fd)
+
+    # --- directory times -----------------------------------------------------------------
+
+    def restore_dir_times(self) -> None:
+        """Each directory member's mtime, now that its entries are in: set on the directory
+        the member made, reached again without following anything (a later member may have
+        put a symlink on the way), or not at all."""
+        opener = _NoFollowOpener(self.view.root.fd, self.view.budget)
         try:
-            os.lchown(dest, m.uid, m.gid)
-        except PermissionError:
-            if os.geteuid() == 0:
-                raise
-        for key, value in m.pax_headers.items():
-            if key.startswith(XATTR_PREFIX):
-                self._setxattr(dest, key[len(XATTR_PREFIX) :], value, m.name)
-        if not is_link:
-            os.chmod(dest, stat.S_IMODE(m.mode))  # after chown, which clears setuid bits
-        mtime_ns = mtime_ns_of(m)
-        if m.isdir():
-            self.l.dir_times.append((dest, mtime_ns))
+            for path, dev, ino, mtime_ns in self.dir_times:
+                parent, name = posixpath.split(path)
+                pfd = opener.open(parent)
+                if pfd is None:
+                    continue
+                st = lstat_at(pfd, name) if name else os.fstat(pfd)  # no name: the root
+                if st is None or not stat.S_ISDIR(st.st_mode) or _ident(st) != (dev, ino):
+                    continue
+                if name:
+                    os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
+                else:
+                    os.utime(inroot.fd_path(pfd), ns=(mtime_ns, mtime_ns))
+        finally:
+            opener.close()
+
+
+def _ident(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+@contextlib.contextmanager
+def _times_kept(dir_fd: int) -> Iterator[None]:
+    path = inroot.fd_path(dir_fd)
+    st = os.stat(path)
+    yield
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class _Prune:
+    """Below a directory: entries that are not the layer's own go (a tree visitor)."""
+
+    def __init__(self, written: set[str], top: str, budget: Budget) -> None:
+        self.written = written
+        self.top = top
+        self.budget = budget
+
+    def names(self, fd: int, path: str) -> list[str]:
+        base = join(self.top, path) if path else self.top
+        keep = []
+        with os.scandir(fd) as it:
+            entries = list(it)
+        self.budget.spend(len(entries))
+        for e in entries:
+            if join(base, e.name) not in self.written:
+                inroot.remove(fd, e.name)
+            elif e.is_dir(follow_symlinks=False):
+                keep.append(e.name)
+        return keep
+
+    def entry(self, fd: int, path: str, name: str) -> bool:
+        return True
+
+    def leave(self, fd: int, path: str, name: str) -> None:
+        pass
+
+
+class _NoFollowOpener:
+    """Directories of the root by resolved path, every component opened with O_NOFOLLOW (a
+    symlink or a non-directory on the way: None); recent ones kept open."""
+
+    def __init__(self, root_fd: int, budget: Budget, keep: int = 32) -> None:
+        self.root_fd = root_fd
+        self.budget = budget
+        self.keep = keep
+        self.open_fds: OrderedDict[str, int] = OrderedDict()
+
+    def open(self, path: str) -> int | None:
+        if not path:
+            return self.root_fd
+        parts, cur, rest = split(path), self.root_fd, []
+        for up in range(min(8, len(parts))):
+            hit = self.open_fds.get("/".join(parts[: len(parts) - up]))
+            if hit is not None:
+                cur, rest = hit, parts[len(parts) - up :]
+                break
         else:
-            os.utime(dest, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            rest = parts
+        fd = cur
+        self.budget.spend(len(rest))
+        for name in rest:
+            try:
+                nxt = os.open(name, _PATH_DIR, dir_fd=fd)
+            except OSError:
+                nxt = -1
+            if fd != cur:
+                os.close(fd)
+            if nxt < 0:
+                return None
+            fd = nxt
+        if fd != cur:
+            self.open_fds[path] = fd
+            while len(self.open_fds) > self.keep:
+                os.close(self.open_fds.popitem(last=False)[1])
+        return fd
 
-    def _setxattr(self, dest: str, key: str, value: str, member: str) -> None:
-        # tarfile decodes PAX values as UTF-8 with surrogateescape: binary values survive
-        raw = value.encode("utf-8", "surrogateescape")
-        try:
-            os.setxattr(dest, key, raw, follow_symlinks=False)
-        except OSError as e:
-            if e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) and (
-                key.startswith("user.") or os.geteuid() != 0
-            ):
-                return  # user.* xattrs are not allowed on symlinks and devices
-            raise LayerError(f"cannot set xattr {key}: {e.strerror}", member) from None
-
-
-def mtime_ns_of(m: tarfile.TarInfo) -> int:
-    """The member's mtime in nanoseconds, exactly: tarfile gives PAX times as floats, which
-    lose the last digits of a nanosecond time."""
-    text = m.pax_headers.get("mtime")
-    if text:
-        sign = -1 if text.startswith("-") else 1
-        whole, _, frac = text.lstrip("-").partition(".")
-        with contextlib.suppress(ValueError):
-            return sign * (int(whole or 0) * 1_000_000_000 + int((frac + "0" * 9)[:9]))
-    return int(m.mtime) * 1_000_000_000 if m.mtime else 0
+    def close(self) -> None:
+        for fd in self.open_fds.values():
+            os.close(fd)
+        self.open_fds.clear()
 
 
-def apply_layer(src: BinaryIO, root: Path | str, fmt: Format = "plain") -> ApplyStats:
-    """Apply the uncompressed layer tar read from `src` to `root` (which must exist)."""
-    layer = _Layer(os.path.realpath(root), fmt)
-    applier = _Applier(layer)
+def apply_layer(
+    src: BinaryIO, root: Path | str, fmt: Format = "plain", lowers: Sequence[Path | str] = ()
+) -> ApplyStats:
+    """Apply the uncompressed layer tar read from `src` to `root` (which must exist). In
+    overlay format, `lowers` are the overlay-format directories of the layers below, top
+    first."""
+    fds: list[int] = []
     try:
-        with tarfile.open(fileobj=src, mode="r|", errorlevel=2) as tar:
+        fds.append(inroot.open_root(str(root)))
+        for lower in lowers if fmt == "overlay" else ():
+            fds.append(inroot.open_root(str(lower)))
+        view = View(fds[0], fds[1:], fmt == "overlay")
+        try:
+            return _apply(src, view)
+        finally:
+            view.close()
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _apply(src: BinaryIO, view: View) -> ApplyStats:
+    applier = _Applier(view)
+    try:
+        with tarfile.open(fileobj=src, mode="r|", errorlevel=2, tarinfo=Header) as tar:
             for m in tar:
-                _apply_member(applier, tar, m)
-    except tarfile.TarError as e:
+                try:
+                    applier.member(tar, m)
+                except OSError as e:
+                    raise LayerError(f"cannot apply: {e.strerror or e}", shown(m.name)) from None
+                finally:
+                    view.cache.release()
+        applier.restore_dir_times()
+    except (tarfile.TarError, EOFError) as e:
         raise LayerError(f"invalid archive: {e}") from None
-    for path, mtime_ns in reversed(layer.dir_times):
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
-    return layer.stats
-
-
-def _apply_member(applier: _Applier, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
-    rel = whiteout.clean(m.name)
-    if rel == "":
-        if m.isdir():  # the layer's "." entry: the root directory's own metadata
-            applier._metadata(m, applier.l.root)
-        return
-    kind, target = whiteout.classify(rel)
-    if kind == "whiteout":
-        applier.apply_whiteout(target)
-    elif kind == "opaque":
-        applier.apply_opaque(target)
-    else:
-        applier.apply_entry(tar, m, rel)
+    return applier.stats

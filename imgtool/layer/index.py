@@ -16,6 +16,7 @@ from imgtool import whiteout
 from imgtool.atomic import atomic_write
 from imgtool.errors import LayerError
 from imgtool.filetree import Entry, LayerTree
+from imgtool.layer.apply import Header
 
 INDEX_VERSION = 1
 _KINDS = {
@@ -59,7 +60,7 @@ def read_index(src: BinaryIO, diff_id: str | None = None) -> LayerIndex:
     counting = _Counting(src)
     members: list[Entry] = []
     try:
-        with tarfile.open(fileobj=counting, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=counting, mode="r|", tarinfo=Header) as tar:  # type: ignore[call-overload]
             for m in tar:
                 path = whiteout.clean(m.name)
                 if not path:

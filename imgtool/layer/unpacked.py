@@ -1,23 +1,34 @@
-"""Unpacked layers: each layer once, in overlay format, in its own directory keyed by diff_id.
+"""Unpacked layers: each layer once per chain of layers below it, in overlay format, in its own
+directory keyed by ChainID (as containerd's and Docker's layer stores are).
 
-    <store>/layers/sha256/<diff_id hex>/diff     the layer's files (overlay lower dir)
+    <store>/layers/sha256/<chain id hex>/diff    the layer's files (an overlay lower dir)
     <store>/layers/l/<short id> -> ../sha256/<hex>/diff
                                                  short names, so that an overlay mount's option
                                                  string (one page) can name hundreds of layers
 
+A layer's overlay directory depends on the layers below it: a member written through a lower
+layer's symlink, a whiteout reached through one, a parent directory the layer leaves out
+(copied up with the lower one's owner and mode), a hard link to a lower file. So the key is
+the ChainID (the bottom layer's diff_id, then sha256 of "<chain id below> <diff_id>"), never
+the diff_id alone: an image that puts a popular layer on a base of its own making must not
+decide what that layer's directory holds for every other image that uses it.
+
 A layer is unpacked into a temporary directory while both the compressed digest and the
 uncompressed diff_id are checked, and renamed into place only when both match; a refused layer
-leaves nothing behind. Every image and container that uses a layer shares its directory.
+leaves nothing behind. Every image and container that uses a chain shares its directories.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from imgtool import inroot
 from imgtool import mediatypes as mt
 from imgtool.errors import ImgtoolError, LayerError
 from imgtool.store import Store, StoredImage
@@ -26,10 +37,25 @@ from imgtool.verify import VerifyingReader
 SHORT_ID_LEN = 12
 
 
-def _rmtree(path: Path, ignore_errors: bool = False) -> None:
-    import shutil  # only on failure and removal: it imports bz2 and lzma, ~2.5 ms of every run
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """The ChainID of each layer: it and every layer below it (OCI image spec)."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        if not out:
+            out.append(diff_id)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+    return out
 
-    shutil.rmtree(path, ignore_errors=ignore_errors)
+
+def _rmtree(path: Path, ignore_errors: bool = False) -> None:
+    """rm -rf of a layer's tree: it can be deeper than Python's stack (shutil.rmtree
+    recurses), and is removed without following its symlinks."""
+    try:
+        inroot.remove_tree(path)
+    except OSError:
+        if not ignore_errors:
+            raise
 
 
 class LayerStore:
@@ -37,23 +63,23 @@ class LayerStore:
         self.store = store
         self.root = store.root / "layers"
 
-    def path(self, diff_id: str) -> Path:
-        return self.root / "sha256" / diff_id.split(":", 1)[1]
+    def path(self, key: str) -> Path:
+        return self.root / "sha256" / key.split(":", 1)[1]
 
-    def diff_dir(self, diff_id: str) -> Path:
-        return self.path(diff_id) / "diff"
+    def diff_dir(self, key: str) -> Path:
+        return self.path(key) / "diff"
 
-    def short_name(self, diff_id: str) -> str:
-        return diff_id.split(":", 1)[1][:SHORT_ID_LEN]
+    def short_name(self, key: str) -> str:
+        return key.split(":", 1)[1][:SHORT_ID_LEN]
 
-    def has(self, diff_id: str) -> bool:
-        return self.diff_dir(diff_id).is_dir()
+    def has(self, key: str) -> bool:
+        return self.diff_dir(key).is_dir()
 
     @contextlib.contextmanager
-    def _lock(self, diff_id: str) -> Iterator[None]:
+    def _lock(self, key: str) -> Iterator[None]:
         locks = self.root / "locks"
         locks.mkdir(parents=True, exist_ok=True)
-        fd = os.open(locks / f"{self.short_name(diff_id)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(locks / f"{self.short_name(key)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -61,8 +87,8 @@ class LayerStore:
             os.close(fd)
 
     def unpack(self, image: StoredImage) -> list[str]:
-        """Unpack every layer of the image that is not unpacked yet; returns the diff_ids,
-        lowest layer first."""
+        """Unpack every layer of the image that is not unpacked yet; returns the layers' keys
+        (ChainIDs, for `diff_dir` and `short_name`), lowest layer first."""
         manifest, config = image.manifest, image.config
         diff_ids = config.diff_ids
         if len(diff_ids) != len(manifest.layers):
@@ -70,27 +96,37 @@ class LayerStore:
                 f"{image.name}: the config names {len(diff_ids)} layers, the manifest "
                 f"{len(manifest.layers)}"
             )
-        self.unpack_layers(
+        return self.unpack_layers(
             [
                 (d.digest, d.size, d.media_type, diff_id)
                 for d, diff_id in zip(manifest.layers, diff_ids, strict=True)
             ]
         )
-        return diff_ids
 
-    def unpack_layers(self, layers: list[tuple[str, int, str, str]]) -> None:
-        """Unpack (blob digest, size, media type, diff_id) layers not unpacked yet."""
-        for digest, size, media_type, diff_id in layers:
-            if self.has(diff_id):
+    def unpack_layers(self, layers: list[tuple[str, int, str, str]]) -> list[str]:
+        """Unpack the (blob digest, size, media type, diff_id) layers of one image (all of
+        them, lowest first) that are not unpacked yet; returns their keys (ChainIDs)."""
+        keys = chain_ids([layer[3] for layer in layers])
+        for i, (digest, size, media_type, diff_id) in enumerate(layers):
+            if self.has(keys[i]):
                 continue
-            with self._lock(diff_id):
-                if not self.has(diff_id):
-                    self._unpack_one(digest, size, media_type, diff_id)
+            with self._lock(keys[i]):
+                if not self.has(keys[i]):
+                    self._unpack_one(digest, size, media_type, diff_id, keys[: i + 1])
+        return keys
 
     def _apply_blob(
-        self, digest: str, size: int, media_type: str, diff_id: str, dest: Path, fmt: str
+        self,
+        digest: str,
+        size: int,
+        media_type: str,
+        diff_id: str,
+        dest: Path,
+        fmt: str,
+        lowers: list[Path] | None = None,
     ) -> None:
-        """Apply one layer blob to `dest`, checking its digest and its diff_id."""
+        """Apply one layer blob to `dest`, checking its digest and its diff_id (in overlay
+        format over `lowers`, the directories of the layers below, top first)."""
         from imgtool import compression  # zstandard: only when a layer is unpacked
         from imgtool.layer.apply import apply_layer
 
@@ -104,50 +140,95 @@ class LayerStore:
                 None,
                 f"layer {digest} (uncompressed, diff_id)",
             )
-            apply_layer(plain, dest, fmt)  # type: ignore[arg-type]
+            apply_layer(plain, dest, fmt, lowers or ())  # type: ignore[arg-type]
             plain.drain()  # tar writers leave padding after the end-of-archive blocks
             packed.drain()
 
     def export_rootfs(self, image: StoredImage, dest: Path) -> None:
-        """Apply every layer, in order, to one directory (what `umoci unpack` makes)."""
+        """Apply every layer, in order, to one directory (what `umoci unpack` makes). `dest`
+        must be missing or an empty directory: one that holds anything is refused up front,
+        so that nothing of the user's is ever deleted. When a layer is refused, what this made
+        goes, as umoci does: `dest` and the parents it created, or, for an empty `dest` that
+        was there, its new contents (and its owner, mode and times are put back)."""
+        made = _first_missing(dest)
+        before = None
+        if made is None:
+            if not dest.is_dir():
+                raise LayerError(f"{dest} exists and is not a directory")
+            if any(dest.iterdir()):
+                raise LayerError(f"{dest} exists and is not empty")
+            before = os.stat(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        for desc, diff_id in zip(image.manifest.layers, image.config.diff_ids, strict=True):
-            self._apply_blob(desc.digest, desc.size, desc.media_type, diff_id, dest, "plain")
-
-    def _unpack_one(self, digest: str, size: int, media_type: str, diff_id: str) -> None:
-        tmp = self.root / "tmp" / f"{self.short_name(diff_id)}.{os.getpid()}"
-        if tmp.exists():
-            _rmtree(tmp)
-        (tmp / "diff").mkdir(parents=True)
         try:
-            self._apply_blob(digest, size, media_type, diff_id, tmp / "diff", "overlay")
-            final = self.path(diff_id)
+            for desc, diff_id in zip(image.manifest.layers, image.config.diff_ids, strict=True):
+                self._apply_blob(desc.digest, desc.size, desc.media_type, diff_id, dest, "plain")
+        except BaseException:
+            _undo_export(dest, made, before)
+            raise
+
+    def _unpack_one(
+        self, digest: str, size: int, media_type: str, diff_id: str, chain: list[str]
+    ) -> None:
+        """Unpack the top layer of `chain` (keys, lowest first) over the layers below it."""
+        key = chain[-1]
+        tmp = self.root / "tmp" / f"{self.short_name(key)}.{os.getpid()}"
+        lowers = [self.diff_dir(k) for k in reversed(chain[:-1])]
+        try:
+            if tmp.exists():
+                _rmtree(tmp)
+            (tmp / "diff").mkdir(parents=True)
+            self._apply_blob(digest, size, media_type, diff_id, tmp / "diff", "overlay", lowers)
+            final = self.path(key)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, final)
-        except (ImgtoolError, OSError, EOFError) as e:
+        except BaseException as e:
             _rmtree(tmp, ignore_errors=True)
-            if isinstance(e, ImgtoolError):
+            if isinstance(e, ImgtoolError) or not isinstance(e, OSError | EOFError):
                 raise
             raise LayerError(f"cannot unpack layer {digest}: {e}") from None
         links = self.root / "l"
         links.mkdir(exist_ok=True)
-        link = links / self.short_name(diff_id)
+        link = links / self.short_name(key)
         with contextlib.suppress(FileExistsError):
-            os.symlink(f"../sha256/{diff_id.split(':', 1)[1]}/diff", link)
+            os.symlink(f"../sha256/{key.split(':', 1)[1]}/diff", link)
 
     def remove_unused(self, keep: set[str]) -> list[str]:
-        """Remove unpacked layers whose diff_id is not in `keep`; returns what went."""
-        removed = []
+        """Remove unpacked layers whose key (ChainID) is not in `keep`; returns what went."""
+        removed: list[str] = []
         base = self.root / "sha256"
         if not base.is_dir():
             return removed
         for d in base.iterdir():
-            diff_id = f"sha256:{d.name}"
-            if diff_id in keep:
+            key = f"sha256:{d.name}"
+            if key in keep:
                 continue
-            with self._lock(diff_id):
+            with self._lock(key):
                 with contextlib.suppress(FileNotFoundError):
-                    (self.root / "l" / self.short_name(diff_id)).unlink()
+                    (self.root / "l" / self.short_name(key)).unlink()
                 _rmtree(d, ignore_errors=True)
-            removed.append(diff_id)
+            removed.append(key)
         return removed
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost of `path` and its parents that does not exist (what `mkdir -p` makes)."""
+    missing = None
+    probe = Path(os.path.abspath(path))
+    while not os.path.lexists(probe):
+        missing, probe = probe, probe.parent
+    return missing
+
+
+def _undo_export(dest: Path, made: Path | None, before: os.stat_result | None) -> None:
+    """Take back what a refused export made (best effort: the refusal is the error)."""
+    with contextlib.suppress(OSError):
+        if made is not None:
+            inroot.remove_tree(made)
+            return
+        with inroot.opened(os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)) as fd:
+            for name in os.listdir(fd):
+                inroot.remove(fd, name)
+            if before is not None:
+                os.chown(fd, before.st_uid, before.st_gid)
+                os.chmod(fd, stat.S_IMODE(before.st_mode))
+                os.utime(fd, ns=(before.st_atime_ns, before.st_mtime_ns))

@@ -179,6 +179,24 @@ def test_failing_run_and_bad_files_stop_with_clear_errors(
     assert r.code == 1 and "Containerfile:2" in r.err
 
 
+def test_build_files_that_are_not_utf8_give_one_line_naming_them(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    cf = ctx / "Containerfile"
+    cf.write_bytes(b"FROM scratch\nLABEL x=\xff\xfe\n")
+    for args in (["build"], ["build", "--check"], ["build", "-f", str(cf)]):
+        r = imgtool(*args, str(ctx))
+        assert r.code == 1 and "Traceback" not in r.err, r.err
+        assert r.err.strip().count("\n") == 0 and "Containerfile: not valid UTF-8" in r.err
+    cf.write_bytes(b"\xef\xbb\xbfFROM scratch\n")  # a byte-order mark is not an error
+    assert imgtool("build", "--check", str(ctx)).code == 0
+    (ctx / ".dockerignore").write_bytes(b"\xc3(\n")
+    r = imgtool("build", str(ctx))
+    assert r.code == 1 and r.err.strip().endswith(
+        ".dockerignore: not valid UTF-8 (byte 0xc3 at offset 0)"
+    )
+
+
 def test_zstd_iidfile_labels(hub: Registry, store: Store, tmp_path: Path) -> None:
     ctx = _context("hello", tmp_path)
     iid = tmp_path / "iid"

@@ -114,11 +114,11 @@ def test_overlay_view_equals_umoci(name: str, layouts: dict[str, Path], tmp_path
     shutil.copytree(layouts[name], root)
     store = Store(root)
     layers = LayerStore(store)
-    diff_ids = layers.unpack(store.image("latest"))
+    keys = layers.unpack(store.image("latest"))  # each layer's ChainID
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    lower = ":".join(str(layers.diff_dir(d)) for d in reversed(diff_ids))
-    opts = f"lowerdir={lower}" if len(diff_ids) > 1 else f"lowerdir={lower}:{tmp_path / 'e'}"
+    lower = ":".join(str(layers.diff_dir(k)) for k in reversed(keys))
+    opts = f"lowerdir={lower}" if len(keys) > 1 else f"lowerdir={lower}:{tmp_path / 'e'}"
     (tmp_path / "e").mkdir()
     subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(mnt)], check=True)
     try:

@@ -13,10 +13,13 @@ import stat
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from imgtool import inroot
+from imgtool.errors import LayerError
 from imgtool.layer.diff import write_layer
 from tests.support.corpus import SHARED, load_cases
 
@@ -152,3 +155,58 @@ def test_umoci_overlay_to_layer(case: dict, tmp_path: Path) -> None:
     names = [m.name.rstrip("/") for m in _entries(buf.getvalue())]
     want = [e["path"].rstrip("/") for e in case["expected_entries"] if e["path"] != "."]
     assert sorted(names) == sorted(want)
+
+
+def _nest(top: Path, depth: int) -> None:
+    """`top/d/d/...` `depth` levels down, made relative to descriptors (the whole path may be
+    longer than PATH_MAX), a file at the bottom."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(old)
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def upper(tmp_path: Path) -> Iterator[Path]:
+    """A RUN step's upper dir; removed after the test (pytest's own clean-up, shutil.rmtree,
+    would fail on a deep one)."""
+    (tmp_path / "upper").mkdir()
+    yield tmp_path / "upper"
+    inroot.remove_tree(tmp_path / "upper")
+
+
+def test_a_deep_upper_dir_is_walked_without_recursion(upper: Path) -> None:
+    _nest(upper, 1500)  # 3000 bytes of path; Python's stack holds 1000 frames
+    buf = io.BytesIO()
+    lt = write_layer(upper, buf)
+    names = [m.name.rstrip("/") for m in _entries(buf.getvalue())]
+    assert lt.entries == 1501 and names[-1] == "/".join(["d"] * 1500 + ["f"])
+
+
+def test_an_upper_dir_deeper_than_path_max_is_refused(upper: Path) -> None:
+    _nest(upper, 2100)  # a RUN step can make it; no layer may hold it
+    with pytest.raises(LayerError, match="path longer than 4096 bytes") as e:
+        write_layer(upper, io.BytesIO())
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300
+
+
+def test_upper_symlinks_are_written_never_followed(upper: Path, tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    (host / "sub").mkdir(parents=True)
+    (host / "sub" / "secret").write_text("host")
+    (upper / "link").symlink_to(host)
+    (upper / "dir").mkdir()
+    (upper / "dir" / "abs").symlink_to(host / "sub")
+    names = [m.name.rstrip("/") for m in _entries(_layer_bytes(upper))]
+    assert names == ["dir", "dir/abs", "link"]
+
+
+def _layer_bytes(root: Path) -> bytes:
+    buf = io.BytesIO()
+    write_layer(root, buf)
+    return buf.getvalue()
