@@ -71,7 +71,7 @@ class _Pusher:
         self.store = store
         self.opts = opts
         self.uploaded = self.mounted = self.skipped = 0
-        self._sources = _mount_sources(store, dest)
+        self._sources = mount_sources(store, dest)
 
     def manifest(self, m: oci.Manifest, digest: str) -> None:
         self.blobs(m)
@@ -119,7 +119,7 @@ class _Pusher:
         progress(Event("done", short, desc.size, desc.size))
 
 
-def _mount_sources(store: Store, dest: Reference) -> dict[str, list[str]]:
+def mount_sources(store: Store, dest: Reference) -> dict[str, list[str]]:
     """blob digest -> other repositories of the same registry that images in the store came
     from, and so can be mounted from."""
     sources: dict[str, list[str]] = {}

@@ -1,18 +1,18 @@
 """Where an image to analyse comes from: the store, a registry (manifest and config only), an
-OCI layout directory (`oci:DIR[:REF]`) or a `docker save` archive (`docker-archive:FILE[:REF]`,
-both the old layout and the OCI-style one of Docker 25 and later)."""
+OCI layout directory (`oci:DIR[:REF]`), a `docker save` archive (`docker-archive:FILE[:REF]`,
+both the old layout and the OCI-style one of Docker 25 and later) or an OCI layout in a tar
+(`oci-archive:FILE[:REF]`). Archives are read through `imgtool.archive`, in place."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from imgtool import oci
+from imgtool.archive import open_archive
 from imgtool.errors import ImageNotFound, ImgtoolError, SpecError
 from imgtool.store import Store
 
@@ -73,40 +73,35 @@ def _from_layout(spec: str) -> Source:
     return _from_store(store, ref, f"oci:{path}:{ref}")
 
 
-def _from_archive(spec: str) -> Source:
+def _from_archive(spec: str, kind: str) -> Source:
+    """An image of a docker-archive (either form) or an oci-archive, read in place: the
+    archive's own checks (no links followed, names inside it, sizes bounded) hold here too."""
     path, _, ref = spec.partition(":")
+    archive = open_archive(path, kind)
     try:
-        tar = tarfile.open(path)  # noqa: SIM115 - kept open for the layers
-    except (OSError, tarfile.TarError) as e:
-        raise ImageNotFound(f"docker-archive:{path} ({e})") from None
-    try:
-        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
-    except (KeyError, ValueError, TypeError):
-        raise SpecError(f"docker-archive:{path} has no valid manifest.json") from None
-    chosen = manifest[0] if manifest else None
-    if ref:
-        chosen = next((m for m in manifest if ref in (m.get("RepoTags") or [])), None)
-        if chosen is None:
-            raise ImageNotFound(f"{ref} in docker-archive:{path}")
-    if chosen is None:
-        raise SpecError(f"docker-archive:{path} holds no image")
-    config = oci.ImageConfig.from_json(tar.extractfile(chosen["Config"]).read())  # type: ignore[union-attr]
-    members = [tar.getmember(name) for name in chosen["Layers"]]
-    layers = []
-    for m, diff_id in zip(members, config.diff_ids, strict=True):
-        digest = diff_id
-        if m.name.startswith("blobs/sha256/"):
-            digest = "sha256:" + m.name.rsplit("/", 1)[1]
-        layers.append(LayerRef(digest, diff_id, m.size, "application/vnd.oci.image.layer.v1.tar"))
+        image = archive.select(ref)
+    except BaseException:
+        archive.close()
+        raise
+    top = image.top
+    if isinstance(top, oci.Index):
+        child = oci.select_platform(top, oci.Platform.host())
+        top = archive.document(child)
+        if not isinstance(top, oci.Manifest):
+            raise SpecError(f"{archive.label}: an index inside an index is not supported")
+    config = oci.ImageConfig.from_json(archive.read_blob(top.config.digest, "config"))
+    layers = [
+        LayerRef(d.digest, diff, d.size, d.media_type)
+        for d, diff in zip(top.layers, config.diff_ids, strict=True)
+    ]
 
     @contextlib.contextmanager
     def opener(i: int) -> Iterator[BinaryIO]:
-        f = tar.extractfile(members[i])
-        assert f is not None
-        yield f  # type: ignore[misc]
+        with archive.open_blob(layers[i].digest) as f:
+            yield f
 
-    label = f"docker-archive:{path}" + (f":{ref}" if ref else "")
-    return Source(label, config, layers, _opener=opener)
+    label = f"{kind}:{path}" + (f":{ref}" if ref else "")
+    return Source(label, config, layers, top.digest, _opener=opener)
 
 
 def _from_registry(text: str, platform: oci.Platform | None, insecure: bool) -> Source:
@@ -130,8 +125,9 @@ def open_source(
 ) -> Source:
     if text.startswith("oci:"):
         return _from_layout(text[4:])
-    if text.startswith("docker-archive:"):
-        return _from_archive(text[len("docker-archive:") :])
+    for kind in ("docker-archive", "oci-archive"):
+        if text.startswith(kind + ":"):
+            return _from_archive(text[len(kind) + 1 :], kind)
     if remote or text.startswith("docker://"):
         return _from_registry(text.removeprefix("docker://"), platform, insecure)
     return _from_store(store, text, "")

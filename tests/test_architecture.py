@@ -17,10 +17,12 @@ FLOORS = {
     **dict.fromkeys(["compression", "verify", "atomic", "inroot"], 1),
     # L2 mechanisms: disk, network, syscalls
     **dict.fromkeys(["store", "registry", "layer", "sandbox", "containers", "network"], 2),
+    "tarball": 2,
     # L3 engines
     **dict.fromkeys(
         ["pull", "push", "inspect", "login", "run", "cleanup", "sources", "analyze", "build"], 3
     ),
+    **dict.fromkeys(["archive", "transports", "copy"], 3),
     # L4 the command line
     **dict.fromkeys(["cli", "__main__"], 4),
 }

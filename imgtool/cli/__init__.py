@@ -36,6 +36,9 @@ COMMANDS = {
     "check": "size",
     "build": "build",
     "network": "network",
+    "save": "archive",
+    "load": "archive",
+    "copy": "archive",
 }
 
 
