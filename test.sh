@@ -2,6 +2,7 @@
 # Run imgtool's whole test suite on a Debian machine, installing what it needs first:
 # Debian's docker-registry, skopeo, oci-image-tool, umoci, busybox-static, debootstrap, runc, buildah,
 # nftables, iproute2, qemu-system-x86 (a guest with a pure cgroup v2 kernel runs the runtime tests again),
+# podman (the confinement tests' oracle for what Docker's defaults allow),
 # and imgtool itself with its test extra in ./.venv. Arguments go to pytest. Run it as root:
 # the runtime tests need namespaces, mounts and cgroups (they skip, saying so, otherwise).
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")"
 . ./.ci/lib.sh
 
 install_debian docker-registry skopeo oci-image-tool umoci busybox-static ca-certificates \
-  debootstrap runc buildah nftables iproute2 qemu-system-x86
+  debootstrap runc buildah nftables iproute2 qemu-system-x86 podman
 install_imgtool test
 
 echo "== ruff"

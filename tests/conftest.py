@@ -16,6 +16,7 @@ import pytest
 
 from fixtures import make_images
 from imgtool.store import Store
+from tests.support import podman as podman_support
 from tests.support.registry import REGISTRY_BIN, Registry
 from tests.support.tokenserver import TokenServer
 
@@ -162,6 +163,27 @@ def tls_registry(
         yield reg
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="session")
+def podman(
+    tmp_path_factory: pytest.TempPathFactory, plain_registry: Registry
+) -> Iterator[podman_support.Podman]:
+    """Podman with a configuration and store of its own (tests/support/podman.py), the test
+    registry's busybox pulled and run once: the oracle for what Docker's defaults allow."""
+    why = podman_support.unavailable()
+    if why:
+        pytest.skip(why)
+    busybox = f"{plain_registry.host}/library/busybox:latest"
+    root = tmp_path_factory.mktemp("podman")
+    try:
+        oracle = podman_support.start(root, plain_registry.host, busybox)
+    except podman_support.PodmanUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield oracle
+    finally:
+        oracle.close()
 
 
 @dataclass
