@@ -6,6 +6,7 @@ import contextlib
 from dataclasses import dataclass
 
 from imgtool import inroot
+from imgtool.build import workspace
 from imgtool.containers import Containers
 from imgtool.errors import ImgtoolError
 from imgtool.layer.unpacked import LayerStore, chain_ids
@@ -17,6 +18,7 @@ class GcResult:
     blobs: list[tuple[str, int]]
     layers: list[str]
     cache_entries: int = 0
+    work_dirs: tuple[str, ...] = ()  # of builds that died before they cleaned up
 
 
 def used_diff_ids(store: Store) -> set[str]:
@@ -62,6 +64,7 @@ def trim_build_cache(store: Store, everything: bool = False) -> int:
 
 
 def gc(store: Store, dry_run: bool = False, build_cache: bool = False) -> GcResult:
+    work_dirs = tuple(workspace.remove_abandoned(store.root / "build", dry_run=dry_run))
     if build_cache and not dry_run:
         trim_build_cache(store, everything=True)  # its layers are then unreferenced blobs
     blobs = store.gc(dry_run=dry_run)
@@ -70,6 +73,6 @@ def gc(store: Store, dry_run: bool = False, build_cache: bool = False) -> GcResu
     if dry_run:
         base = layers.root / "sha256"
         gone = [f"sha256:{d.name}" for d in base.iterdir()] if base.is_dir() else []
-        return GcResult(blobs, [d for d in gone if d not in keep])
+        return GcResult(blobs, [d for d in gone if d not in keep], work_dirs=work_dirs)
     removed_layers = layers.remove_unused(keep)
-    return GcResult(blobs, removed_layers, trim_build_cache(store))
+    return GcResult(blobs, removed_layers, trim_build_cache(store), work_dirs)

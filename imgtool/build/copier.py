@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 
 from imgtool import inroot
+from imgtool.build.filemode import ModeChange
 from imgtool.build.sourcetree import Comps, Entry, Skip, open_entry, walk
 from imgtool.errors import BuildError
 
@@ -28,7 +29,7 @@ _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")  # the layer store's, no
 class Ownership:
     uid: int | None = 0  # None: the source's
     gid: int | None = 0
-    mode: int | None = None  # --chmod, for files and directories (never symlinks)
+    mode: ModeChange | None = None  # --chmod, for files and directories (never symlinks)
 
     def owner_of(self, st: os.stat_result) -> tuple[int, int]:
         return (
@@ -37,7 +38,9 @@ class Ownership:
         )
 
     def mode_of(self, st: os.stat_result) -> int:
-        return self.mode if self.mode is not None else stat.S_IMODE(st.st_mode)
+        if self.mode is None:
+            return stat.S_IMODE(st.st_mode)
+        return self.mode.apply(stat.S_IMODE(st.st_mode), stat.S_ISDIR(st.st_mode))
 
 
 def write_data(dst_root: int, path: str, data: bytes, how: Ownership) -> None:
@@ -51,7 +54,7 @@ def write_data(dst_root: int, path: str, data: bytes, how: Ownership) -> None:
         with inroot.opened(fd):
             os.write(fd, data)
             os.fchown(fd, how.uid or 0, how.gid or 0)
-            os.fchmod(fd, how.mode if how.mode is not None else 0o644)
+            os.fchmod(fd, how.mode.apply(0o644, False) if how.mode is not None else 0o644)
 
 
 def copy_entry(src: Entry, dst_root: int, path: str, how: Ownership) -> None:

@@ -14,6 +14,7 @@ import os
 import stat
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -23,18 +24,22 @@ from imgtool.build import sourcetree
 from imgtool.build.cache import _key
 from imgtool.build.common import ImageState, Layer, _StageContext
 from imgtool.build.copier import Ownership, copy_entry, copy_tree, write_data
+from imgtool.build.filemode import ModeChange, parse_mode
 from imgtool.build.sourcetree import Comps, Entry, Root
-from imgtool.containerfile import shell
+from imgtool.containerfile import dockerignore, shell
 from imgtool.containerfile.parser import Instruction
 from imgtool.errors import BuildError, ContainerfileError
 
 
 @dataclass(frozen=True)
 class _Source:
-    name: str  # the name a copy into a directory takes: the source's as written
+    name: str  # the name a copy into a directory takes: the source's as written (with
+    # --parents, its path from the context or from the `/./` pivot: "." puts it in dest)
     root: Root | None  # None: `data` is the content (a heredoc)
     comps: Comps = ()  # where the source resolved to inside its root
     data: bytes = b""
+    exclude: dockerignore.PatternMatcher | None = None  # --exclude, inside a directory source
+    parents: bool = False  # --parents: a directory's contents go to dest/name, not to dest
 
 
 class CopySteps:
@@ -82,9 +87,15 @@ class CopySteps:
         frm = inst.flag("from")
         workdir = cfg.get("WorkingDir") or "/"
         dest_abs = self._destination(state, dest, workdir)
+        if inst.keyword == "copy" and _parents_flag(inst, self.file_label):
+            dest_abs = dest_abs.rstrip("/") + "/"  # sources keep their paths below it
         chown = inst.flag("chown")
-        uid, gid = self._owner(state, shell.process_word(chown, env)) if chown else (0, 0)
-        how = Ownership(uid, gid, self._chmod(inst))
+        owner: tuple[int | None, int | None] = (0, 0)  # the context's files: root's
+        if chown:
+            owner = self._owner(state, shell.process_word(chown, env))
+        elif frm:
+            owner = (None, None)  # a stage's or an image's files keep their owners
+        how = Ownership(*owner, self._chmod(inst, env))
         created_by = f"{inst.keyword.upper()} {' '.join(words)}"
         if frm:
             # a stage's (or an image's) content is named by its cache chain (or digest): a
@@ -118,26 +129,36 @@ class CopySteps:
         self._add_layer(state, hit, created_by, key)
         return cached
 
-    def _chmod(self, inst: Instruction) -> int | None:
+    def _chmod(self, inst: Instruction, env: Mapping[str, str]) -> ModeChange | None:
         chmod = inst.flag("chmod")
-        if not chmod:
+        if chmod is None:
             return None
-        if not all(c in "01234567" for c in chmod) or int(chmod, 8) > 0o7777:
-            raise ContainerfileError(
-                f"--chmod={chmod}: expected an octal mode such as 755",
-                file=self.file_label,
-                line=inst.line,
-            )
-        return int(chmod, 8)
+        try:
+            return parse_mode(shell.process_word(chmod, env))
+        except ValueError as e:
+            raise ContainerfileError(str(e), file=self.file_label, line=inst.line) from None
 
     def _digest(self, source: _Source) -> str:
         if source.root is None:
             return hashlib.sha256(source.data).hexdigest()
-        return sourcetree.tree_digest(source.root.fd, source.comps, self._skip_of(source.root))
+        return sourcetree.tree_digest(source.root.fd, source.comps, self._skip_for(source))
 
     def _skip_of(self, root: Root) -> sourcetree.Skip | None:
         """.dockerignore applies to the context, matched on where a file really is."""
         return self._ignored if root is self.context else None
+
+    def _skip_for(self, source: _Source) -> sourcetree.Skip | None:
+        """.dockerignore, and --exclude matched on the path inside the source directory."""
+        ignored, exclude, top = self._skip_of(source.root), source.exclude, len(source.comps)
+        if exclude is None:
+            return ignored
+
+        def skip(comps: Comps) -> bool:
+            if ignored is not None and ignored(comps):
+                return True
+            return exclude.matches_or_parent_matches("/".join(comps[top:]))
+
+        return skip
 
     def _check_many(self, inst: Instruction, items: list, dest_abs: str) -> None:
         if len(items) > 1 and not dest_abs.endswith("/"):
@@ -169,12 +190,29 @@ class CopySteps:
             return "stage:" + self.results[ref.index].key
         return "image:" + self._image(frm).manifest.digest
 
+    def _exclusions(
+        self, inst: Instruction, env: Mapping[str, str]
+    ) -> dockerignore.PatternMatcher | None:
+        patterns = [shell.process_word(x, env) for x in inst.flag_values("exclude")]
+        if not patterns:
+            return None
+        try:
+            return dockerignore.PatternMatcher(dockerignore.read_ignore_file("\n".join(patterns)))
+        except dockerignore.PatternError as e:
+            raise ContainerfileError(
+                f"--exclude: {e}", file=self.file_label, line=inst.line
+            ) from None
+
     def _resolve_sources(
-        self, inst: Instruction, sources: list[str], root: Root, env: dict[str, str]
+        self, inst: Instruction, sources: list[str], root: Root, env: Mapping[str, str]
     ) -> list[_Source]:
-        """Every source resolved inside its root, globs expanded, ignored files left out."""
+        """Every source resolved inside its root, globs expanded, ignored and --exclude'd files
+        left out (a source itself by its path or its name, what is in a directory by its path
+        inside it)."""
         out: list[_Source] = []
         heredocs = {h.name: h for h in inst.heredocs}
+        exclude = self._exclusions(inst, env)
+        parents = inst.keyword == "copy" and _parents_flag(inst, self.file_label)
         for src in sources:
             if src.startswith("<<"):
                 name = src.lstrip("<-").strip("'\"")
@@ -196,15 +234,25 @@ class CopySteps:
                     file=self.file_label,
                     line=inst.line,
                 )
-            found = []
+            pivot = _pivot(src) if parents else ""
+            visible = 0  # matches .dockerignore leaves: none is "not found", as before
             for match in sourcetree.glob(root.fd, rel):
                 comps = self._resolve_source(inst, src, match, root)
                 if root is self.context and self._ignored(comps):
                     continue
-                found.append(_Source(os.path.basename(match) or ".", root, comps))
-            if not found:
+                visible += 1
+                if exclude is not None and (
+                    exclude.matches_or_parent_matches(match)
+                    or exclude.matches_or_parent_matches(os.path.basename(match))
+                ):
+                    continue
+                if parents:
+                    name = os.path.relpath(match, pivot) if pivot else os.path.normpath(match)
+                else:
+                    name = os.path.basename(match) or "."
+                out.append(_Source(name, root, comps, exclude=exclude, parents=parents))
+            if not visible:
                 raise self._not_found(inst, src, rel, root)
-            out += found
         return out
 
     def _resolve_source(self, inst: Instruction, src: str, match: str, root: Root) -> Comps:
@@ -268,7 +316,8 @@ class CopySteps:
             return
         with sourcetree.entry_of(item.root.fd, item.comps) as src:
             if stat.S_ISDIR(src.st.st_mode):  # a directory: its contents go into dest
-                copy_tree(item.root.fd, src, stage, dest, how, self._skip_of(item.root))
+                into = dest + item.name if item.parents and item.name != "." else dest
+                copy_tree(item.root.fd, src, stage, into, how, self._skip_for(item))
             elif not (is_add and stat.S_ISREG(src.st.st_mode) and _extracted(src, stage, dest)):
                 copy_entry(src, stage, target, how)
 
@@ -292,7 +341,46 @@ class CopySteps:
                 os.chmod(here, stat.S_IMODE(below.st.st_mode))
                 os.utime(here, ns=(below.st.st_atime_ns, below.st.st_mtime_ns))
 
-    def _owner(self, state: ImageState, spec: str) -> tuple[int, int]:
+    def _workdir(self, state: ImageState, wd: str) -> bool:
+        """WORKDIR: the directory is made (with its missing parents, owned by the USER) in a
+        layer of its own when the image lacks it, as BuildKit does; else only history."""
+        stack = self._stack(state)
+        found = stack.lookup(wd)
+        if found.st is not None:
+            if not stat.S_ISDIR(found.st.st_mode):
+                raise BuildError(f"WORKDIR {wd}: not a directory in the image")
+            self._history(state, f"WORKDIR {wd}")
+            state.key = _key(state.key, "WORKDIR", wd)
+            return False
+        user = state.config["config"].get("User") or ""
+        uid, gid = self._owner(state, user, "USER") if user else (0, 0)
+        key = _key(state.key, "WORKDIR", wd, "/".join(found.comps), uid, gid)
+        hit = self._cache_get(key)
+        cached = hit is not None
+        if hit is None:
+            hit = self._workdir_layer(state, found.comps, uid, gid)
+            self._cache_put(key, hit)
+        self._add_layer(state, hit, f"WORKDIR {wd}", key)
+        return cached
+
+    def _workdir_layer(self, state: ImageState, comps: Comps, uid: int, gid: int) -> Layer:
+        stack = self._stack(state)
+        stage_dir = Path(tempfile.mkdtemp(prefix="workdir.", dir=self.work))
+        try:
+            with inroot.opened(inroot.open_root(str(stage_dir))) as stage:
+                os.close(inroot.mkdirs(stage, "/".join(comps)))
+                for i in range(1, len(comps) + 1):
+                    rel = "/".join(comps[:i])
+                    if stack.lookup(rel, follow_last=False).st is None:  # made here: the user's
+                        with inroot.opened(inroot.walk(stage, rel, follow_last=False)) as fd:
+                            os.chown(inroot.fd_path(fd), uid, gid)
+                self._parents_like_lowers(state, stage, "/".join(comps) + "/")
+            return self._layer_from_dir(stage_dir)
+        finally:
+            with contextlib.suppress(OSError):
+                inroot.remove_tree(stage_dir)
+
+    def _owner(self, state: ImageState, spec: str, what: str = "--chown") -> tuple[int, int]:
         user, _, group = spec.partition(":")
         stack = self._stack(state)
 
@@ -305,7 +393,7 @@ class CopySteps:
                 if parts and parts[0] == name and len(parts) > field_ and parts[field_].isdigit():
                     return int(parts[field_])
             raise BuildError(
-                f"--chown: no {'user' if db == 'passwd' else 'group'} {name!r} "
+                f"{what}: no {'user' if db == 'passwd' else 'group'} {name!r} "
                 f"in the image's /etc/{db}"
             )
 
@@ -316,6 +404,27 @@ class CopySteps:
             else (int(user) if user.isdigit() else lookup("passwd", user, 3))
         )
         return uid, gid
+
+
+def _parents_flag(inst: Instruction, file: str) -> bool:
+    value = inst.flag("parents")
+    if value in (None, "false"):
+        return False
+    if value != "true":
+        raise ContainerfileError(
+            f"--parents={value}: expected true or false", file=file, line=inst.line
+        )
+    return True
+
+
+def _pivot(src: str) -> str:
+    """--parents keeps a source's path from the context, or from its `/./` (the pivot):
+    `./x/./y/*.txt` copies to dest/y/…. Returns the part before the pivot ("" when none)."""
+    path = src.lstrip("/")
+    while path.startswith("./"):
+        path = path[2:].lstrip("/")
+    at = path.find("/./")
+    return os.path.normpath(path[:at]) if at >= 0 else ""
 
 
 def _is_archive(f: BinaryIO) -> bool:

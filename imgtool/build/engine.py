@@ -15,18 +15,18 @@ changed when a step misses.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 import time
-from pathlib import Path
+from collections import ChainMap
+from collections.abc import Mapping
 from typing import Any
 
-from imgtool import inroot, oci
 from imgtool import mediatypes as mt
+from imgtool import oci
 from imgtool import reference as refs
+from imgtool.build import workspace
 from imgtool.build.cache import CacheSteps, _key
 from imgtool.build.common import (
     BuildOptions,
@@ -63,13 +63,25 @@ from imgtool.store import Store
 STAGE_NAME = re.compile(r"[a-z][a-z0-9\-_.]*")
 
 
+def platform_args(host: oci.Platform) -> dict[str, str]:
+    """The ARGs BuildKit defines itself: the target and the build platform are both the host
+    here (no cross builds). Seen before the first FROM; in a stage once declared by `ARG`."""
+    out: dict[str, str] = {}
+    for prefix in ("TARGET", "BUILD"):
+        spec = f"{host.os}/{host.architecture}" + (f"/{host.variant}" if host.variant else "")
+        out[f"{prefix}PLATFORM"] = spec
+        out[f"{prefix}OS"] = host.os
+        out[f"{prefix}ARCH"] = host.architecture
+        out[f"{prefix}VARIANT"] = host.variant
+    return out
+
+
 class Builder(RunSteps, CopySteps, CacheSteps):
     def __init__(self, store: Store, opts: BuildOptions) -> None:
         self.store = store.init()
         self.opts = opts
         self.layers = LayerStore(store)
         self.cache_dir = store.root / "buildcache"
-        self.work = Path(tempfile.mkdtemp(prefix="build.", dir=self._tmp_root()))
         self.epoch = _source_date_epoch()
         self.results: dict[int, ImageState] = {}
         self.steps = self.cached = 0
@@ -79,11 +91,9 @@ class Builder(RunSteps, CopySteps, CacheSteps):
         self.context = Root(opts.context, "the build context")
         self.roots: dict[str, Root] = {"context": self.context}
         self.ignore = dockerignore.PatternMatcher([])
-
-    def _tmp_root(self) -> Path:
-        d = self.store.root / "build"
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        # last, once nothing can fail before run() releases it: locked while the build runs,
+        # gc removes only the ones nobody holds
+        self.work, self._work_lock = workspace.hold_new(self.store.root / "build")
 
     def say(self, text: str) -> None:
         if not self.opts.quiet:
@@ -96,7 +106,7 @@ class Builder(RunSteps, CopySteps, CacheSteps):
             if ignore is not None:
                 patterns = dockerignore.read_ignore_file(decode_text(ignore, ".dockerignore"))
                 self.ignore = dockerignore.PatternMatcher(patterns)
-            cf = parse(text, self.file_label)
+            cf = parse(text, self.file_label, self.opts.output)
             meta_args, stages = self._stages(cf)
             target = self._target(stages)
             needed = self._needed(stages, target)
@@ -110,11 +120,10 @@ class Builder(RunSteps, CopySteps, CacheSteps):
         finally:
             for root in self.roots.values():
                 root.close()
-            with contextlib.suppress(OSError):  # a tree a container wrote: any depth
-                inroot.remove_tree(self.work)
+            workspace.release(self.work, self._work_lock)
 
     def _stages(self, cf: Containerfile) -> tuple[dict[str, str], list[Stage]]:
-        meta: dict[str, str] = {}
+        meta: dict[str, str] = platform_args(oci.Platform.host())
         stages: list[Stage] = []
         for inst in cf.instructions:
             if inst.keyword == "from":
@@ -138,8 +147,11 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                     )
                 for word in inst.args:
                     k, eq, v = word.partition("=")
-                    value = self.opts.build_args.get(k, shell.process_word(v, meta) if eq else "")
-                    meta[k] = value
+                    if k in self.opts.build_args:
+                        meta[k] = self.opts.build_args[k]
+                    elif eq:
+                        meta[k] = shell.process_word(v, meta)
+                    # else declared but unset: FROM ${NAME:-default} sees it unset
                 continue
             stages[-1].instructions.append(inst)
         if not stages:
@@ -211,6 +223,7 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                             file=self.file_label,
                             line=inst.line,
                         )
+                self._check_no_cycle(stages, st, inst)
                 src = inst.flag("from")
                 if inst.keyword == "copy" and src is not None and src == "true":
                     raise ContainerfileError(
@@ -227,6 +240,24 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                                 file=self.file_label,
                                 line=inst.line,
                             )
+
+    def _check_no_cycle(self, stages: list[Stage], st: Stage, inst: Instruction) -> None:
+        """A stage reads only earlier stages: itself or a later one is a cycle (BuildKit's
+        error), never an image of that name to pull."""
+        names = list(inst.flag_values("from"))
+        for m in inst.flag_values("mount"):
+            opts = dict(p.partition("=")[::2] for p in m.split(","))
+            if "from" in opts:
+                names.append(opts["from"])
+        for name in names:
+            for other in stages[st.index :]:
+                if name.lower() == other.name or name == str(other.index):
+                    raise ContainerfileError(
+                        f"circular dependency: stage {st.name!r} reads stage {other.name!r}"
+                        f" ({'itself' if other is st else 'a later stage'})",
+                        file=self.file_label,
+                        line=inst.line,
+                    )
 
     def _base(self, st: Stage, stages: list[Stage], meta: dict[str, str]) -> ImageState:
         base = shell.process_word(st.base, meta)
@@ -271,7 +302,7 @@ class Builder(RunSteps, CopySteps, CacheSteps):
         triggers = state.config["config"].pop("OnBuild", None) or []
         insts = []
         for text in triggers:
-            insts += parse(text, f"ONBUILD of {st.base}").instructions
+            insts += parse(text, f"ONBUILD of {st.base}", self.opts.output).instructions
         for inst in insts + st.instructions:
             t0 = time.monotonic()
             try:
@@ -290,8 +321,9 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                 self.say(f"[{st.name}] {inst.original.splitlines()[0][:70]}  {what}")
         return state
 
-    def _env_for_expansion(self, state: ImageState, ctx: _StageContext) -> dict[str, str]:
-        return {**ctx.args, **state.env}
+    def _env_for_expansion(self, state: ImageState, ctx: _StageContext) -> Mapping[str, str]:
+        # a view, not a copy: a step's cost must not grow with the size of the environment
+        return ChainMap(state.env, ctx.args)
 
     def _step(self, state: ImageState, inst: Instruction, ctx: _StageContext) -> bool:
         kw = inst.keyword
@@ -308,19 +340,21 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                         ctx.args[k] = shell.process_word(v, env)
                     elif k in ctx.meta:
                         ctx.args[k] = ctx.meta[k]
-                    else:
-                        ctx.args.setdefault(k, "")
-                    ctx.used_args[k] = ctx.args[k]
+                    if k in ctx.args:  # else declared but unset, as BuildKit leaves it
+                        ctx.used_args[k] = ctx.args[k]
                 state.key = _key(state.key, "ARG", sorted(ctx.args.items()))
                 return False
             if kw == "env":
-                new = state.env
-                pairs = inst.args
-                for k, v in zip(pairs[::2], pairs[1::2], strict=True):
-                    new[k] = shell.process_word(v, {**env, **new})
-                state.set_env(new)
-                self._history(state, f"ENV {' '.join(f'{k}={new[k]}' for k in pairs[::2])}")
-                state.key = _key(state.key, "ENV", sorted(new.items()))
+                # every value sees the environment as it was before this instruction
+                pairs = [
+                    (k, shell.process_word(v, env))
+                    for k, v in zip(inst.args[::2], inst.args[1::2], strict=True)
+                ]
+                for k, v in pairs:
+                    state.set_env(k, v)
+                self._history(state, f"ENV {' '.join(f'{k}={v}' for k, v in pairs)}")
+                # the chain key holds every earlier ENV: this step adds only its own pairs
+                state.key = _key(state.key, "ENV", pairs)
                 return False
             if kw == "label":
                 labels = cfg.setdefault("Labels", {}) or {}
@@ -345,10 +379,11 @@ class Builder(RunSteps, CopySteps, CacheSteps):
             if kw == "workdir":
                 path = shell.process_word(inst.args[0], env)
                 cur = cfg.get("WorkingDir") or "/"
-                cfg["WorkingDir"] = os.path.normpath(os.path.join(cur, path))
-                self._history(state, f"WORKDIR {cfg['WorkingDir']}")
-                state.key = _key(state.key, "WORKDIR", cfg["WorkingDir"])
-                return False
+                wd = os.path.normpath(os.path.join(cur, path))
+                if path.endswith("/") and wd != "/":
+                    wd += "/"  # kept, as Docker keeps it
+                cfg["WorkingDir"] = wd
+                return self._workdir(state, wd)
             if kw == "user":
                 cfg["User"] = shell.process_word(inst.args[0], env)
                 self._history(state, f"USER {cfg['User']}")

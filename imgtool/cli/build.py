@@ -11,6 +11,17 @@ from imgtool.cli import cli
 from imgtool.cli.common import store_of
 
 
+def _exit_on_termination() -> None:
+    """SIGTERM and SIGHUP end the build as an exception does (cleaning up), not on the spot."""
+    import signal
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, leave)
+
+
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     out = {}
     for v in values:
@@ -101,6 +112,7 @@ def build(
         return
     from imgtool.errors import RunStepFailed
 
+    _exit_on_termination()  # so that the build's work directory is removed on the way out
     try:
         result = do_build(store_of(ctx), opts)
     except RunStepFailed as e:

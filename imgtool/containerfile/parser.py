@@ -2,7 +2,9 @@
 
 Parser directives (`# syntax=`, `# escape=`, `# check=`) at the top; comments; line
 continuations (comments and blank lines inside them are skipped); JSON (exec) and shell forms;
-heredocs (`<<EOF`, `<<-EOF`, quoted delimiters) for RUN, COPY and ADD; keywords in any case.
+heredocs (`<<EOF`, `<<-EOF`, quoted delimiters) for RUN, COPY and ADD; keywords in any case;
+`--` ends the flags; JSON that does not parse is the shell form, JSON that is not an array of
+strings an error; the legacy `ENV key value` / `LABEL key value` form is taken with a warning.
 `Instruction.args` are the arguments before variable expansion, as BuildKit yields them.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from imgtool.errors import ContainerfileError
@@ -83,6 +87,14 @@ class Containerfile:
     directives: dict[str, str]
     escape: str
     file: str = "Containerfile"
+    warnings: list[str] = field(default_factory=list)
+
+
+Warn = Callable[[str], None]
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def _directives(lines: list[str]) -> tuple[dict[str, str], int]:
@@ -101,8 +113,15 @@ def _directives(lines: list[str]) -> tuple[dict[str, str], int]:
     return found, i
 
 
-def parse(text: str, file: str = "Containerfile") -> Containerfile:
-    """Parse a Containerfile; every error names the file and the line."""
+def parse(text: str, file: str = "Containerfile", warn: Warn | None = None) -> Containerfile:
+    """Parse a Containerfile; every error names the file and the line. Warnings (a legacy
+    form that BuildKit still accepts) go to `warn` (stderr when None) and into `.warnings`."""
+    warnings: list[str] = []
+
+    def note(line: int, text: str) -> None:
+        warnings.append(f"{file}:{line}: {text}")
+        (warn or _to_stderr)(warnings[-1])
+
     lines = text.splitlines()
     directives, _ = _directives(lines)
     escape = directives.get("escape", "\\")
@@ -118,14 +137,16 @@ def parse(text: str, file: str = "Containerfile") -> Containerfile:
             continue
         start = i
         logical, i = _join_continuation(lines, i, escape)
-        inst = _instruction(logical, start + 1, file, escape)
+        inst = _instruction(logical, start + 1, file, escape, note)
         if inst.keyword in HEREDOC_FORM or (inst.sub and inst.sub.keyword in HEREDOC_FORM):
             target = inst.sub or inst
             i = _read_heredocs(target, lines, i, file)
         inst.end_line = i
         inst.original = "\n".join(lines[start:i]).strip()
         out.append(inst)
-    return Containerfile(out, directives, escape, file)
+    if not out:  # BuildKit's words, at the last line
+        raise ContainerfileError("file with no instructions", file=file, line=max(1, len(lines)))
+    return Containerfile(out, directives, escape, file, warnings)
 
 
 def _join_continuation(lines: list[str], i: int, escape: str) -> tuple[str, int]:
@@ -136,12 +157,18 @@ def _join_continuation(lines: list[str], i: int, escape: str) -> tuple[str, int]
         if parts and (not line.strip() or line.strip().startswith("#")):
             continue  # comments and blank lines inside a continuation are skipped
         body = line.rstrip(" \t")
-        if body.endswith(escape):  # the escape character ends the line: it continues
+        if _continues(body, escape):
             parts.append(body[:-1])
             continue
         parts.append(line)
         return "".join(parts), i
     return "".join(parts), i
+
+
+def _continues(body: str, escape: str) -> bool:
+    """The escape character ends the line: it continues, unless that escape is itself
+    escaped (BuildKit looks at the one character before it, no further)."""
+    return body.endswith(escape) and not body.endswith(escape + escape)
 
 
 def _split_flags(rest: str) -> tuple[list[str], str]:
@@ -156,13 +183,15 @@ def _split_flags(rest: str) -> tuple[list[str], str]:
                 end = j
                 break
         token = rest[:end]
-        if token == "--":
-            return flags, rest
+        if token == "--":  # the end of the flags: what follows is arguments, even `-x`
+            return flags, rest[end:].lstrip()
         flags.append(token)
         rest = rest[end:]
 
 
-def _instruction(logical: str, line: int, file: str, escape: str) -> Instruction:
+def _instruction(
+    logical: str, line: int, file: str, escape: str, note: Callable[[int, str], None]
+) -> Instruction:
     text = logical.strip()
     m = re.match(r"^(\S+)(\s+(.*))?$", text, re.S)
     assert m is not None
@@ -173,7 +202,7 @@ def _instruction(logical: str, line: int, file: str, escape: str) -> Instruction
     if keyword == "onbuild":
         if not rest:
             raise ContainerfileError("ONBUILD needs an instruction", file=file, line=line)
-        sub = _instruction(rest, line, file, escape)
+        sub = _instruction(rest, line, file, escape, note)
         if sub.keyword in ("onbuild", "from", "maintainer"):
             raise ContainerfileError(
                 f"{sub.keyword.upper()} is not allowed in ONBUILD", file=file, line=line
@@ -188,14 +217,22 @@ def _instruction(logical: str, line: int, file: str, escape: str) -> Instruction
         try:
             value = json.loads(rest)
         except ValueError:
-            value = None
-            if rest.count('"') % 2 == 1 or not rest.rstrip().endswith("]"):
+            value = None  # not JSON: the shell form, as BuildKit falls back
+        if value is not None:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ContainerfileError(
-                    f"unterminated JSON array: {rest}", file=file, line=line
-                ) from None
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    f"{keyword.upper()}: the JSON form must be an array of strings: {rest}",
+                    file=file,
+                    line=line,
+                )
             inst.args, inst.json = value, True
             return inst
+    if keyword in ("env", "label"):
+        inst.args, legacy = _key_values(keyword, rest, file, line, escape)
+        if legacy:
+            kw = keyword.upper()
+            note(line, f"'{kw} key value' is the legacy form: use '{kw} key=value'")
+        return inst
     inst.args = _args(keyword, rest, file, line, escape)
     return inst
 
@@ -215,8 +252,6 @@ def _args(keyword: str, rest: str, file: str, line: int, escape: str) -> list[st
         if keyword in ("stopsignal", "workdir", "user") and not rest:
             raise ContainerfileError(f"{keyword.upper()} needs an argument", file=file, line=line)
         return [rest] if rest else []
-    if keyword in ("env", "label"):
-        return _key_values(keyword, rest, file, line, escape)
     if keyword == "arg":
         words = _words(rest, escape)
         if not words:
@@ -270,19 +305,21 @@ def _words(rest: str, escape: str) -> list[str]:
     return words
 
 
-def _key_values(keyword: str, rest: str, file: str, line: int, escape: str) -> list[str]:
+def _key_values(
+    keyword: str, rest: str, file: str, line: int, escape: str
+) -> tuple[list[str], bool]:
     """ENV/LABEL: `k=v k2="v 2"` pairs, or the legacy `ENV key value with spaces` form.
-    Returns [key, value, key, value, ...] with values unexpanded."""
+    Returns ([key, value, key, value, ...] with values unexpanded, whether it was legacy)."""
     words = _words(rest, escape)
     if not words:
         raise ContainerfileError(f"{keyword.upper()} needs key=value", file=file, line=line)
     if "=" not in words[0]:
-        if keyword == "label" or len(words) < 2:
+        if len(words) < 2:
             raise ContainerfileError(
                 f"{keyword.upper()} {rest!r}: expected key=value", file=file, line=line
             )
-        key, _, value = rest.partition(" ")
-        return [key, value.strip()]
+        key, value = re.split(r"[ \t\v\f\r]+", rest, maxsplit=1)
+        return [key, value], True
     out = []
     for w in words:
         k, eq, v = w.partition("=")
@@ -291,7 +328,7 @@ def _key_values(keyword: str, rest: str, file: str, line: int, escape: str) -> l
                 f"{keyword.upper()}: {w!r} is not key=value", file=file, line=line
             )
         out += [k, v]
-    return out
+    return out, False
 
 
 def _read_heredocs(inst: Instruction, lines: list[str], i: int, file: str) -> int:

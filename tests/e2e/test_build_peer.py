@@ -38,12 +38,40 @@ def test_same_as_buildah(
     store: Store,
     tmp_path: Path,
 ) -> None:
-    ctx = _context(name, tmp_path)
+    _compare_with_buildah(_context(name, tmp_path), name, store, tmp_path)
+
+
+# instruction semantics both follow BuildKit on: ENV sees the values before it, WORKDIR makes
+# its directory for the USER, COPY --from keeps owners (buildah 1.28 has no ${NAME-default})
+SEMANTICS = """\
+FROM busybox AS src
+RUN mkdir /data && echo hi > /data/f && chown -R 1234:2345 /data && chmod 0750 /data
+FROM busybox
+ENV abc=hello
+ENV abc=bye def=$abc
+USER 1234:2345
+WORKDIR /srv/app
+USER root
+COPY --from=src /data/f /kept
+COPY --from=src --chown=7:8 /data/f /chowned
+COPY --chmod=0640 f /f
+"""
+
+
+def test_instruction_semantics_as_buildah(hub: Registry, store: Store, tmp_path: Path) -> None:
+    ctx = tmp_path / "semantics"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(SEMANTICS)
+    (ctx / "f").write_text("f\n")
+    _compare_with_buildah(ctx, "semantics", store, tmp_path)
+
+
+def _compare_with_buildah(ctx: Path, name: str, store: Store, tmp_path: Path) -> None:
     r = imgtool("build", "-t", f"peer-{name}", str(ctx))
     assert r.code == 0, r.err
     env = {**os.environ}
     tag = f"imgtool-peer-{name}:{os.getpid()}"
-    subprocess.run(
+    bud = subprocess.run(
         [
             "buildah",
             "bud",
@@ -58,9 +86,10 @@ def test_same_as_buildah(
         ],
         cwd=ctx,
         env=env,
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert bud.returncode == 0, bud.stderr[-2000:]
     try:
         layout = tmp_path / "buildah-oci"
         subprocess.run(

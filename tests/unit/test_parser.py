@@ -29,12 +29,16 @@ def dump(i: Instruction) -> dict:
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_parser_case(path: Path) -> None:
     expected = json.loads(path.with_suffix(".expected.json").read_text())
+    warned: list[str] = []
     try:
-        cf = parse(path.read_text(), path.name)
+        cf = parse(path.read_text(), path.name, warned.append)
     except ContainerfileError as e:
         assert {"error": str(e)} == expected
         return
     got = {"directives": cf.directives, "instructions": [dump(i) for i in cf.instructions]}
+    if warned:
+        got["warnings"] = warned
+    assert warned == cf.warnings
     assert got == expected
 
 
