@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from imgtool.store import Store
 from tests.conftest import SKOPEO, imgtool
 from tests.support.registry import Registry
+from tests.support.tools import require_tool
 from tests.unit.test_archive import docker_members, snapshot, write_tar
 
 pytestmark = [pytest.mark.registry, pytest.mark.peer]
@@ -58,8 +58,7 @@ def ids(layout: Path, ref: str | None = None) -> tuple[str, list[str]]:
 
 
 def validate(layout: Path, ref: str) -> None:
-    if not shutil.which("oci-image-tool"):
-        return
+    require_tool("oci-image-tool", "oci-image-tool")
     r = subprocess.run(
         ["oci-image-tool", "validate", "--type", "image", "--ref", f"name={ref}", str(layout)],
         capture_output=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from imgtool import oci
 from imgtool.store import Store
 from tests.conftest import imgtool
 from tests.support.registry import Registry
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.registry
 
@@ -70,8 +70,11 @@ def test_second_pull_fetches_nothing_and_heads_first(
         again = [(s.method, s.path) for s in proxy.seen]
     finally:
         proxy.stop()
-    assert ("HEAD", "/v2/library/busybox/manifests/latest") in first
-    assert first.index(("HEAD", "/v2/library/busybox/manifests/latest")) < len(first)
+    head = ("HEAD", "/v2/library/busybox/manifests/latest")
+    assert head in first, first
+    manifest_gets = [i for i, (m, p) in enumerate(first) if m == "GET" and "/manifests/" in p]
+    assert manifest_gets, first  # the first pull does fetch the manifest
+    assert first.index(head) < manifest_gets[0], first  # ...after asking for its digest
     # the second time: the ping and one HEAD, no GET of anything
     assert [m for m, _ in again if m == "GET" and _ != "/v2/"] == []
     assert ("HEAD", "/v2/library/busybox/manifests/latest") in again
@@ -131,23 +134,16 @@ def test_all_platforms_then_push_the_index(plain_registry: Registry, store: Stor
 def test_store_is_read_by_skopeo_umoci_and_oci_image_tool(
     plain_registry: Registry, store: Store, tmp_path: Path
 ) -> None:
+    require_tool("oci-image-tool", "oci-image-tool")
+    require_tool("umoci", "umoci")
     ref = f"{plain_registry.host}/library/busybox:latest"
     assert imgtool("pull", ref).code == 0
-    if shutil.which("oci-image-tool"):
-        r = subprocess.run(
-            [
-                "oci-image-tool",
-                "validate",
-                "--type",
-                "image",
-                "--ref",
-                f"name={ref}",
-                str(store.root),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        assert r.returncode == 0, r.stderr + r.stdout
+    r = subprocess.run(
+        ["oci-image-tool", "validate", "--type", "image", "--ref", f"name={ref}", str(store.root)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr + r.stdout
     out = tmp_path / "copy"
     r = subprocess.run(
         ["skopeo", "copy", "--quiet", f"oci:{store.root}:{ref}", f"oci:{out}:x"],
@@ -155,15 +151,14 @@ def test_store_is_read_by_skopeo_umoci_and_oci_image_tool(
         text=True,
     )
     assert r.returncode == 0, r.stderr
-    if shutil.which("umoci"):
-        bundle = tmp_path / "bundle"
-        r = subprocess.run(
-            ["umoci", "unpack", "--image", f"{store.root}:{ref}", str(bundle)],
-            capture_output=True,
-            text=True,
-        )
-        assert r.returncode == 0, r.stderr
-        assert (bundle / "rootfs" / "bin" / "busybox").is_file()
+    bundle = tmp_path / "bundle"
+    r = subprocess.run(
+        ["umoci", "unpack", "--image", f"{store.root}:{ref}", str(bundle)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (bundle / "rootfs" / "bin" / "busybox").is_file()
 
 
 @pytest.mark.peer

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from imgtool.containerfile.dockerignore import (
@@ -12,14 +10,11 @@ from imgtool.containerfile.dockerignore import (
     matches,
     read_ignore_file,
 )
-from tests.support.corpus import SHARED
-
-PATH = SHARED / "dockerignore-patterns" / "cases.json"
-DATA = json.loads(PATH.read_text()) if PATH.exists() else {}
+from tests.support.corpus import load_cases
 
 
 def _cases(key: str) -> list[dict]:
-    return DATA.get(key, {}).get("cases", []) if DATA else []
+    return load_cases("dockerignore-patterns/cases.json", key)
 
 
 @pytest.mark.parametrize(

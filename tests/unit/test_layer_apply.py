@@ -18,17 +18,16 @@ import pytest
 from imgtool import inroot
 from imgtool.errors import LayerError
 from imgtool.layer.apply import apply_layer
-from tests.support.corpus import SHARED, corpus_path, load_cases
+from tests.support.corpus import corpus, load_cases, load_json, section
 
 APPLY = load_cases("layer-tar/containerd_apply_cases.json")
-UMOCI_PATH = SHARED / "layer-tar" / "umoci_whiteout_cases.json"
-UMOCI = json.loads(UMOCI_PATH.read_text()) if UMOCI_PATH.exists() else {}
+UMOCI_FILE = "layer-tar/umoci_whiteout_cases.json"
+UMOCI = load_json(UMOCI_FILE)
 
 
 def umoci_case(name: str) -> dict:
-    """One named umoci case; the test skips, saying why, where ../shared is not beside us."""
-    corpus_path("layer-tar/umoci_whiteout_cases.json")
-    return UMOCI[name]
+    """One named umoci case."""
+    return section(UMOCI, name, UMOCI_FILE)
 
 
 ROOT = os.geteuid() == 0
@@ -148,8 +147,8 @@ def test_containerd_apply(case: dict, tmp_path: Path) -> None:
             raise AssertionError(f"unknown check {kind}")
 
 
-def _umoci(section: str) -> list[dict]:
-    return UMOCI.get(section, {}).get("cases", []) if UMOCI else []
+def _umoci(key: str) -> list[dict]:
+    return load_cases(UMOCI_FILE, key)
 
 
 @pytest.mark.parametrize("case", _umoci("unpack_whiteout"), ids=lambda c: c["name"])
@@ -244,9 +243,7 @@ def _gcr_layers(name: str) -> list[bytes]:
     """The layers of a `docker save` archive, in order (gzip or not)."""
     import gzip
 
-    path = SHARED / "layer-tar" / "gcr-mutate-testdata" / name
-    if not path.exists():
-        pytest.skip(f"{path} not found")
+    path = corpus(f"layer-tar/gcr-mutate-testdata/{name}")
     with tarfile.open(path) as t:
         manifest = json.load(t.extractfile("manifest.json"))  # type: ignore[arg-type]
         out = []

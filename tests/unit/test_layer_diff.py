@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import os
 import socket
 import stat
@@ -21,12 +20,11 @@ import pytest
 from imgtool import inroot
 from imgtool.errors import LayerError
 from imgtool.layer.diff import write_layer
-from tests.support.corpus import SHARED, load_cases
+from tests.support.corpus import load_cases
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="overlay mounts and mknod need root")
 
 DIFF_CASES = load_cases("layer-tar/containerd_diff_cases.json")
-UMOCI = SHARED / "layer-tar" / "umoci_whiteout_cases.json"
 
 
 def _ts(text: str) -> float:
@@ -130,9 +128,7 @@ def test_containerd_diff(case: dict, tmp_path: Path) -> None:
 
 
 def _umoci_cases() -> list[dict]:
-    if not UMOCI.exists():
-        return []
-    return json.loads(UMOCI.read_text())["overlayfs_to_layer"]["cases"]
+    return load_cases("layer-tar/umoci_whiteout_cases.json", "overlayfs_to_layer")
 
 
 @pytest.mark.parametrize("case", _umoci_cases(), ids=lambda c: c["test"])

@@ -19,7 +19,7 @@ import pytest
 
 from imgtool.errors import LayerError
 from imgtool.layer.apply import apply_layer
-from tests.support.corpus import SHARED, load_cases
+from tests.support.corpus import load_cases, load_json, section
 from tests.unit.test_layer_apply import make_tar
 
 pytestmark = [
@@ -29,8 +29,8 @@ pytestmark = [
     ),
 ]
 
-LAYER_TAR = SHARED / "layer-tar"
-UMOCI = json.loads((LAYER_TAR / "umoci_whiteout_cases.json").read_text()) if SHARED.exists() else {}
+UMOCI_FILE = "layer-tar/umoci_whiteout_cases.json"
+UMOCI = load_json(UMOCI_FILE)
 
 
 def tree(root: Path) -> dict[str, tuple]:
@@ -160,8 +160,8 @@ def test_containerd_diff_cases(case: dict, tmp_path: Path) -> None:
 # --- umoci -------------------------------------------------------------------------------
 
 
-def _umoci(section: str) -> list[dict]:
-    return UMOCI.get(section, {}).get("cases", [])
+def _umoci(key: str) -> list[dict]:
+    return load_cases(UMOCI_FILE, key)
 
 
 @pytest.mark.parametrize("case", _umoci("unpack_whiteout"), ids=lambda c: c["name"])
@@ -213,9 +213,7 @@ def test_umoci_scoping_cases(case: dict, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["non_dir_parent", "missing_parent_dirs", "hardlinks"])
 def test_umoci_single_layer_cases(name: str, tmp_path: Path) -> None:
-    if not UMOCI:
-        pytest.skip("the umoci corpus is not beside the checkout")
-    assert_same([_raw(UMOCI[name]["entries"])], tmp_path)
+    assert_same([_raw(section(UMOCI, name, UMOCI_FILE)["entries"])], tmp_path)
 
 
 def lower_for(entries: list[dict]) -> list[dict]:

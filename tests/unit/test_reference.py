@@ -138,9 +138,11 @@ def test_refusal_says_why(text: str, why: str) -> None:
 
 def test_familiar_match_uses_path_match() -> None:
     # FamiliarMatch cases: the pattern is matched against the familiar string, then the name.
-    for case in load_cases("image-reference/reference_familiar_match_cases.json"):
-        if case.get("expected_error"):
-            continue
+    cases = load_cases(
+        "image-reference/reference_familiar_match_cases.json",
+        where=lambda c: not c.get("expected_error"),
+    )
+    for case in cases:
         ref = reference.parse_normalized_named(case["reference"])
         got = _path_match(case["pattern"], ref.familiar) or _path_match(
             case["pattern"], ref.familiar_name

@@ -10,21 +10,16 @@ from imgtool.containerfile.shell import (
     process_word_with_matches,
     process_words,
 )
-from tests.support.corpus import SHARED, load_cases
+from tests.support.corpus import load_cases
 
-ENV_CASES = [
-    c for c in load_cases("dockerfile-shell/env_var_cases.json") if c["platform"] in ("all", "unix")
-]
+ENV_CASES = load_cases(
+    "dockerfile-shell/env_var_cases.json", where=lambda c: c["platform"] in ("all", "unix")
+)
 WORD_CASES = load_cases("dockerfile-shell/words_cases.json")
 
 
-def _lex(section: str) -> list[dict]:
-    import json
-
-    path = SHARED / "dockerfile-shell" / "lex_cases.json"
-    if not path.exists():
-        return []
-    return json.loads(path.read_text())[section]["cases"]
+def _lex(key: str) -> list[dict]:
+    return load_cases("dockerfile-shell/lex_cases.json", key)
 
 
 def _env_list(envs: list[str]) -> dict[str, str]:

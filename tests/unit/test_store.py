@@ -4,7 +4,6 @@ promises: atomic, verified, idempotent writes; names; gc removing exactly the un
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -14,13 +13,11 @@ from imgtool import mediatypes as mt
 from imgtool import oci
 from imgtool.errors import DigestMismatch, ImageNotFound, SizeMismatch, SpecError, StoreError
 from imgtool.store import Store
-from tests.support.corpus import SHARED, corpus_path
-
-LAYOUTS = SHARED / "oci-layout" / "gcr-layout-testdata"
+from tests.support.corpus import corpus, load_json, section
 
 
 def _copy_layout(name: str, tmp_path: Path) -> Store:
-    src = corpus_path(f"oci-layout/gcr-layout-testdata/{name}")
+    src = corpus(f"oci-layout/gcr-layout-testdata/{name}")
     dst = tmp_path / name
     shutil.copytree(src, dst)
     for p in dst.rglob("*"):
@@ -29,7 +26,8 @@ def _copy_layout(name: str, tmp_path: Path) -> Store:
 
 
 def _expectations() -> dict:
-    return json.loads(corpus_path("oci-layout/expectations.json").read_text())["layouts"]
+    what = "oci-layout/expectations.json"
+    return section(load_json(what), "layouts", what)
 
 
 def test_index_layout_lookups(tmp_path: Path) -> None:
