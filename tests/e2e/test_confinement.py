@@ -30,18 +30,11 @@ import pytest
 from fixtures import make_images
 from imgtool.store import Store
 from tests.conftest import Result, imgtool, seed, spawn
+from tests.support.gates import CONTAINERS
 from tests.support.podman import Podman
 from tests.support.registry import Registry
 
-pytestmark = [
-    pytest.mark.registry,
-    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (namespaces, mounts)"),
-    pytest.mark.skipif(
-        not Path("/proc/filesystems").exists()
-        or "overlay" not in Path("/proc/filesystems").read_text(),
-        reason="the kernel has no overlayfs",
-    ),
-]
+pytestmark = [pytest.mark.registry, *CONTAINERS]
 
 EPERM_TEXT = "Operation not permitted"
 EROFS_TEXT = "Read-only file system"

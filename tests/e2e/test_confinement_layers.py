@@ -26,13 +26,9 @@ from imgtool.layer.apply import apply_layer
 from imgtool.layer.unpacked import LayerStore
 from imgtool.store import Store
 from tests.conftest import Result, imgtool
+from tests.support.gates import NEEDS_OVERLAYFS, needs_root
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="owners, devices and containers need root"),
-    pytest.mark.skipif(
-        "overlay" not in Path("/proc/filesystems").read_text(), reason="the kernel has no overlayfs"
-    ),
-]
+pytestmark = [needs_root("owners, devices and containers"), NEEDS_OVERLAYFS]
 
 IMAGE_TIME = 1_500_000_000
 HOST_NS = 1_234_567_890_123_456_789

@@ -16,18 +16,11 @@ import pytest
 from imgtool.sandbox import cgroups, liveness
 from imgtool.store import Store
 from tests.conftest import REPO, imgtool, spawn, veths_left
+from tests.support.gates import CONTAINERS
 from tests.support.registry import Registry
 from tests.support.tools import require_tool
 
-pytestmark = [
-    pytest.mark.registry,
-    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (namespaces, mounts)"),
-    pytest.mark.skipif(
-        not Path("/proc/filesystems").exists()
-        or "overlay" not in Path("/proc/filesystems").read_text(),
-        reason="the kernel has no overlayfs",
-    ),
-]
+pytestmark = [pytest.mark.registry, *CONTAINERS]
 
 # Docker's default capability set, as /proc/self/status shows it
 DOCKER_DEFAULT_CAPS = 0xA80425FB

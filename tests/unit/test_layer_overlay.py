@@ -20,14 +20,10 @@ import pytest
 from imgtool.errors import LayerError
 from imgtool.layer.apply import apply_layer
 from tests.support.corpus import load_cases, load_json, section
+from tests.support.gates import NEEDS_OVERLAYFS, needs_root
 from tests.unit.test_layer_apply import make_tar
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="overlay format and mounts need root"),
-    pytest.mark.skipif(
-        "overlay" not in Path("/proc/filesystems").read_text(), reason="the kernel has no overlayfs"
-    ),
-]
+pytestmark = [needs_root("overlay format and mounts"), NEEDS_OVERLAYFS]
 
 UMOCI_FILE = "layer-tar/umoci_whiteout_cases.json"
 UMOCI = load_json(UMOCI_FILE)
