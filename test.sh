@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 . ./.ci/lib.sh
 
 install_debian docker-registry skopeo oci-image-tool umoci busybox-static ca-certificates \
-  debootstrap runc buildah nftables iproute2 qemu-system-x86 podman
+  debootstrap runc buildah nftables iproute2 qemu-system-x86 podman gcc libc6-dev
 install_imgtool test
 
 echo "== ruff"

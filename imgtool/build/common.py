@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from imgtool.build import sourcetree
 from imgtool.build.sourcetree import Comps, Root
@@ -36,9 +36,12 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     compression: str = "gzip"
     secrets: dict[str, Path] = field(default_factory=dict)
+    ssh: dict[str, Path] = field(default_factory=dict)  # --ssh id=socket, for RUN ssh mounts
     explain_cache: bool = False
     quiet: bool = False
     output: Callable[[str], None] = print
+    # `imgtool build -`: the context as a tar, or the Containerfile (the context then empty)
+    stdin: BinaryIO | None = None
 
 
 @dataclass
@@ -110,6 +113,7 @@ class _Mount:
     readonly: bool
     key: str
     copy_of: tuple[Root, Comps] | None = None  # rw binds get a copy: their writes are dropped
+    size: int = 0  # a tmpfs's size in bytes; 0: the kernel's default
 
 
 @dataclass

@@ -47,6 +47,7 @@ from imgtool.build.common import (
 from imgtool.build.copy_step import CopySteps
 from imgtool.build.run_step import RunSteps
 from imgtool.build.sourcetree import Root
+from imgtool.build.stdincontext import read_stdin_context
 from imgtool.containerfile import dockerignore, shell
 from imgtool.containerfile.parser import Containerfile, Instruction, parse
 from imgtool.errors import (
@@ -87,13 +88,37 @@ class Builder(RunSteps, CopySteps, CacheSteps):
         self.steps = self.cached = 0
         self.unpacked: dict[tuple[str, ...], list[str]] = {}  # diff_ids -> unpacked keys
         self.file_label = ""
-        # every tree COPY reads, held open for the build: the context, flattened stages
-        self.context = Root(opts.context, "the build context")
-        self.roots: dict[str, Root] = {"context": self.context}
         self.ignore = dockerignore.PatternMatcher([])
-        # last, once nothing can fail before run() releases it: locked while the build runs,
-        # gc removes only the ones nobody holds
+        self.stdin_containerfile: bytes | None = None
+        # locked while the build runs, gc removes only the ones nobody holds; released by
+        # run(), or here when the context cannot be had
         self.work, self._work_lock = workspace.hold_new(self.store.root / "build")
+        try:
+            # every tree COPY reads, held open for the build: the context, flattened stages
+            self.context = self._open_context()
+        except BaseException:
+            workspace.release(self.work, self._work_lock)
+            raise
+        self.roots: dict[str, Root] = {"context": self.context}
+
+    def _file_in_stdin_context(self, name: str) -> tuple[str, str]:
+        """-f with a context tar on stdin names a file in that context, as with Docker."""
+        raw = read_in_context(self.context, name, "")
+        if raw is None:
+            raise BuildError(f"-f {name!r}: no such file in the context read from stdin")
+        return name, decode_text(raw, name)
+
+    def _open_context(self) -> Root:
+        """The context directory; for `build -`, a directory in the work dir that stdin's tar
+        is extracted into, or that stays empty when stdin is the Containerfile."""
+        if self.opts.stdin is None:
+            return Root(self.opts.context, "the build context")
+        where = self.work / "context"
+        where.mkdir()
+        self.stdin_containerfile = read_stdin_context(self.opts.stdin, where)
+        if self.stdin_containerfile is not None and self.opts.file is not None:
+            raise BuildError("-f cannot name a Containerfile when stdin is the Containerfile")
+        return Root(where, "the build context (stdin)")
 
     def say(self, text: str) -> None:
         if not self.opts.quiet:
@@ -101,7 +126,13 @@ class Builder(RunSteps, CopySteps, CacheSteps):
 
     def run(self) -> BuildResult:
         try:
-            self.file_label, text = read_containerfile(self.opts, self.context)
+            if self.stdin_containerfile is not None:
+                self.file_label = "<stdin>"
+                text = decode_text(self.stdin_containerfile, self.file_label)
+            elif self.opts.stdin is not None and self.opts.file is not None:
+                self.file_label, text = self._file_in_stdin_context(str(self.opts.file))
+            else:
+                self.file_label, text = read_containerfile(self.opts, self.context)
             ignore = read_in_context(self.context, ".dockerignore")
             if ignore is not None:
                 patterns = dockerignore.read_ignore_file(decode_text(ignore, ".dockerignore"))

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -40,7 +41,7 @@ from imgtool.errors import (
 from imgtool.layer.diff import write_layer
 from imgtool.sandbox import liveness, runner
 from imgtool.sandbox.cgroups import Cgroup, Limits
-from imgtool.sandbox.spec import BindMount, SandboxSpec
+from imgtool.sandbox.spec import BindMount, SandboxSpec, TmpfsMount
 
 BUILD_HOSTNAME = "imgtool-build"
 LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -65,7 +66,10 @@ class RunSteps:
         network = inst.flag("network") or "host"
         if network == "default":
             network = "host"
-        mounts = [self._mount(m, ctx) for m in inst.flag_values("mount")]
+        mounts = [self._mount(m, ctx, i) for i, m in enumerate(inst.flag_values("mount"))]
+        agent = next((m.target for m in mounts if m.kind == "ssh"), None)
+        if agent is not None:  # as BuildKit: the first ssh mount is the step's agent
+            run_env.setdefault("SSH_AUTH_SOCK", agent)
         key = _key(
             state.key,
             "RUN",
@@ -88,7 +92,7 @@ class RunSteps:
         self._add_layer(state, hit, created_by, key)
         return cached
 
-    def _mount(self, spec: str, ctx: _StageContext) -> _Mount:
+    def _mount(self, spec: str, ctx: _StageContext, index: int = 0) -> _Mount:
         opts: dict[str, str] = {}
         for part in spec.split(","):
             k, eq, v = part.partition("=")
@@ -116,6 +120,13 @@ class RunSteps:
                 True,
                 hashlib.sha256(sid.encode()).hexdigest(),
             )  # never the content
+        if kind == "ssh":
+            return self._ssh_mount(opts, target or f"/run/buildkit/ssh_agent.{index}")
+        if kind == "tmpfs":
+            if not target:
+                raise BuildError("--mount=type=tmpfs needs a target")
+            size = _byte_size(opts.get("size", "0"))
+            return _Mount("tmpfs", target, "", False, str(size), size=size)
         if kind == "bind":
             source = opts.get("source") or opts.get("src") or "."
             frm = opts.get("from")
@@ -123,6 +134,24 @@ class RunSteps:
                 target, self._source_root(frm, ctx) if frm else self.context, source, opts
             )
         raise BuildError(f"unsupported --mount type {kind!r}")
+
+    def _ssh_mount(self, opts: dict[str, str], target: str) -> _Mount:
+        """An ssh agent's socket that --ssh forwarded, bound where the step finds it; the
+        step may connect to it, and nothing of it reaches the layer."""
+        sid = opts.get("id") or "default"
+        sock = self.opts.ssh.get(sid)
+        if sock is None:
+            if opts.get("required") == "true":
+                raise BuildError(f"ssh {sid!r} is required: give --ssh {sid}=SOCKET")
+            return _Mount("none", "", "", True, "")
+        try:
+            is_socket = stat.S_ISSOCK(os.stat(sock).st_mode)
+        except OSError as e:
+            raise BuildError(f"--ssh {sid}={sock}: {e.strerror}") from None
+        if not is_socket:
+            raise BuildError(f"--ssh {sid}={sock}: not a socket (an agent's SSH_AUTH_SOCK)")
+        key = hashlib.sha256(sid.encode()).hexdigest()  # the id, never the socket's path
+        return _Mount("ssh", target, str(sock), True, key)
 
     def _bind(self, target: str, root: Root, source: str, opts: dict[str, str]) -> _Mount:
         """A bind mount of the context or of a stage. The step sees a copy, not the tree
@@ -243,6 +272,7 @@ class RunSteps:
                     rel.startswith(c + "/") for c in created if c in ("proc", "sys", "dev")
                 )
 
+            _prune_mount_points(step / "upper", created, stack)
             return self._layer_from_dir(step / "upper", skip)
         finally:
             if out_fd is not None:
@@ -254,8 +284,11 @@ class RunSteps:
         """What the sandbox mounts; a writable bind gets a copy of its source in the step's
         directory: BuildKit drops what a RUN step writes there, and the context is not the
         step's to change."""
-        out = []
+        out: list[BindMount | TmpfsMount] = []
         for i, m in enumerate(mounts):
+            if m.kind == "tmpfs":
+                out.append(TmpfsMount(m.target, m.size))
+                continue
             source = m.source
             if m.copy_of is not None:
                 root, comps = m.copy_of
@@ -291,6 +324,78 @@ class RunSteps:
         packed.unlink()
         media = mt.OCI_LAYER_ZSTD if self.opts.compression == "zstd" else mt.OCI_LAYER_GZIP
         return Layer(digest, size, media, lt.diff_id, _timestamp(self.epoch))
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _byte_size(text: str) -> int:
+    """A tmpfs size as BuildKit reads it (docker's RAMInBytes): bytes, or a number with a
+    binary unit, 64m, 1.5GiB, 512kb."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
+    if m is None:
+        raise BuildError(f"--mount=type=tmpfs size {text!r} is not a size (e.g. 64m)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def _prune_mount_points(upper: Path, created: set[str], stack: LayerStack) -> None:
+    """Take out of the step's upper dir what the sandbox's set-up made and the step left as
+    it was: the empty mount points where the image had nothing, then each parent directory
+    left empty that the image did not have, or has with the same mode and owner (its copy-up
+    was for the mount point: /etc for /etc/hosts). Deepest first, so /a/b goes before /a."""
+    for rel in sorted(created, key=lambda r: r.count("/"), reverse=True):
+        comps = rel.split("/")
+        for depth in range(len(comps), 0, -1):
+            path = comps[:depth]
+            in_image = None if depth == len(comps) else stack.lookup("/".join(path)).st
+            if not _remove_if_untouched(upper, path, in_image):
+                break
+
+
+def _remove_if_untouched(upper: Path, comps: list[str], in_image: os.stat_result | None) -> bool:
+    """Remove upper/comps if it is an empty file or directory that the image lacks (or has
+    with the same mode and owner); the path is walked without following a symlink (the upper
+    dir is what a container wrote)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        parent = os.open(upper, flags)
+    except OSError:
+        return False
+    try:
+        for name in comps[:-1]:
+            nxt = os.open(name, flags, dir_fd=parent)
+            os.close(parent)
+            parent = nxt
+        name = comps[-1]
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0 and in_image is None:
+            os.unlink(name, dir_fd=parent)
+            return True
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+        where = f"{inroot.fd_path(parent)}/{name}"
+        if os.listdir(where) or _is_opaque(where):
+            return False
+        if in_image is not None and (
+            not stat.S_ISDIR(in_image.st_mode)
+            or (st.st_mode, st.st_uid, st.st_gid)
+            != (in_image.st_mode, in_image.st_uid, in_image.st_gid)
+        ):
+            return False
+        os.rmdir(name, dir_fd=parent)
+        return True
+    except OSError:  # changed under us, or not a directory on the way: left as it is
+        return False
+    finally:
+        os.close(parent)
+
+
+def _is_opaque(where: str) -> bool:
+    for ns in ("trusted", "user"):
+        with contextlib.suppress(OSError):
+            if os.getxattr(where, f"{ns}.overlay.opaque", follow_symlinks=False) == b"y":
+                return True
+    return False
 
 
 def _run_held(spec: SandboxSpec) -> runner.Outcome:

@@ -36,8 +36,26 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
+def _ssh_agents(values: tuple[str, ...]) -> dict[str, Path]:
+    """--ssh ID=SOCKET (ID alone: the agent of $SSH_AUTH_SOCK), as docker build takes it; an
+    agent's socket only (key files are not read: the step gets the agent, never a key)."""
+    import os
+
+    out = {}
+    for v in values:
+        sid, eq, path = v.partition("=")
+        if not eq:
+            path = os.environ.get("SSH_AUTH_SOCK", "")
+            if not path:
+                raise click.BadParameter(f"{v!r}: SSH_AUTH_SOCK is not set", param_hint="--ssh")
+        if not sid or not path or "," in path:
+            raise click.BadParameter(f"{v!r}: expected ID=SOCKET", param_hint="--ssh")
+        out[sid] = Path(path).resolve()
+    return out
+
+
 @cli.command()
-@click.argument("context", type=click.Path(exists=True, file_okay=False), default=".")
+@click.argument("context", type=click.Path(exists=True, allow_dash=True), default=".")
 @click.option(
     "-f",
     "--file",
@@ -56,6 +74,12 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     "--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True
 )
 @click.option("--secret", "secrets", multiple=True, help="id=NAME,src=FILE for RUN mounts.")
+@click.option(
+    "--ssh",
+    "ssh",
+    multiple=True,
+    help="ID=SOCKET, or ID alone for $SSH_AUTH_SOCK: an ssh agent for RUN --mount=type=ssh.",
+)
 @click.option("--explain-cache", is_flag=True, help="Say why each step missed the cache.")
 @click.option("--check", "check_only", is_flag=True, help="Parse and validate only.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image id.")
@@ -73,11 +97,15 @@ def build(
     iidfile: str | None,
     compression: str,
     secrets: tuple[str, ...],
+    ssh: tuple[str, ...],
     explain_cache: bool,
     check_only: bool,
     quiet: bool,
 ) -> None:
-    """Build an image from a Containerfile and the CONTEXT directory."""
+    """Build an image from a Containerfile and the CONTEXT directory.
+
+    CONTEXT `-` reads stdin: a tar of the context (plain, gzip or zstd; -f then names a file
+    in it), or else the Containerfile itself, with an empty context."""
     from imgtool.build import BuildOptions, read_containerfile
     from imgtool.build import build as do_build
 
@@ -87,8 +115,15 @@ def build(
         if "id" not in parts or "src" not in parts:
             raise click.BadParameter(f"{s!r}: expected id=NAME,src=FILE", param_hint="--secret")
         secret_files[parts["id"]] = Path(parts["src"]).resolve()
+    agents = _ssh_agents(ssh)
+    from_stdin = context == "-"
+    if not from_stdin and not Path(context).is_dir():
+        raise click.BadParameter(f"{context!r} is not a directory", param_hint="CONTEXT")
+    if from_stdin and check_only:
+        raise click.UsageError("--check reads a context directory or -f, not stdin")
     opts = BuildOptions(
         context=Path(context),
+        stdin=click.get_binary_stream("stdin") if from_stdin else None,
         file=Path(file_) if file_ else None,
         tags=list(tags),
         target=target,
@@ -98,6 +133,7 @@ def build(
         labels=_pairs(labels, "--label"),
         compression=compression,
         secrets=secret_files,
+        ssh=agents,
         explain_cache=explain_cache,
         quiet=quiet,
         output=lambda line: click.echo(line, err=True),

@@ -17,7 +17,13 @@ from collections.abc import Callable
 from imgtool import inroot
 from imgtool.errors import SandboxError
 from imgtool.sandbox import linux, seccomp
-from imgtool.sandbox.spec import CAP_NUMBERS, MASKED_PATHS, READONLY_PATHS, SandboxSpec
+from imgtool.sandbox.spec import (
+    CAP_NUMBERS,
+    MASKED_PATHS,
+    READONLY_PATHS,
+    SandboxSpec,
+    TmpfsMount,
+)
 
 NS_FLAGS = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
 DEV_NODES = (
@@ -225,6 +231,11 @@ def mount_volumes(spec: SandboxSpec) -> None:
     root_fd = _open_rootfs(spec)
     try:
         for m in spec.mounts:
+            if isinstance(m, TmpfsMount):
+                size = f",size={m.size}" if m.size else ""
+                flags = linux.MS_NOSUID | linux.MS_NODEV
+                _mount_at(root_fd, m.target, "tmpfs", "tmpfs", flags, f"mode=1777{size}")
+                continue
             flags = linux.MS_BIND | linux.MS_REC | (linux.MS_RDONLY if m.readonly else 0)
             is_file = not os.path.isdir(m.source)
             _mount_at(root_fd, m.target, m.source, "", flags, is_file=is_file)

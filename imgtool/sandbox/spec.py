@@ -92,6 +92,14 @@ class BindMount:
     readonly: bool = False
 
 
+@dataclass(frozen=True)
+class TmpfsMount:
+    """A fresh tmpfs in the container (RUN --mount=type=tmpfs): nothing of it reaches a layer."""
+
+    target: str  # a path in the container
+    size: int = 0  # bytes; 0: the kernel's default (half of RAM)
+
+
 DEFAULT_SECCOMP = b"default"  # not a program: the runner compiles the default profile
 
 
@@ -122,7 +130,7 @@ class SandboxSpec:
     hostname: str = "imgtool"
     network: str = "none"  # none | host | bridge (then `netns` names the namespace to join)
     netns: str = ""
-    mounts: list[BindMount] = field(default_factory=list)
+    mounts: list[BindMount | TmpfsMount] = field(default_factory=list)
     etc_files: dict[str, str] = field(default_factory=dict)  # /etc/hosts etc -> host file
     limits: Limits = field(default_factory=Limits)
     caps: tuple[str, ...] = DEFAULT_CAPS

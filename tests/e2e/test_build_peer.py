@@ -66,6 +66,24 @@ def test_instruction_semantics_as_buildah(hub: Registry, store: Store, tmp_path:
     _compare_with_buildah(ctx, "semantics", store, tmp_path)
 
 
+# the parts of Containerfile.examples/copy-options that buildah 1.28 can build: the platform
+# ARGs and a tmpfs mount (its COPY has neither --parents nor --exclude, its tmpfs mount calls
+# size tmpfs-size)
+PLATFORM_TMPFS = """\
+FROM busybox
+ARG TARGETOS TARGETARCH
+RUN --mount=type=tmpfs,target=/scratch \\
+    echo "for $TARGETOS/$TARGETARCH" > /scratch/i && cp /scratch/i /platform.txt
+"""
+
+
+def test_platform_args_and_tmpfs_as_buildah(hub: Registry, store: Store, tmp_path: Path) -> None:
+    ctx = tmp_path / "platform-tmpfs"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(PLATFORM_TMPFS)
+    _compare_with_buildah(ctx, "platform-tmpfs", store, tmp_path)
+
+
 def _compare_with_buildah(ctx: Path, name: str, store: Store, tmp_path: Path) -> None:
     r = imgtool("build", "-t", f"peer-{name}", str(ctx))
     assert r.code == 0, r.err
