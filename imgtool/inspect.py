@@ -77,7 +77,8 @@ def list_images(store: Store) -> list[ImageRow]:
                 d.ref_name or "<none>",
                 d.digest,
                 d.media_type,
-                configs[0].digest if len(configs) == 1 else "",
+                # the descriptor's digest: verified when stored, no need to hash it again
+                manifests[0].config.digest if len(configs) == 1 else "",
                 max((c.created or "" for c in configs), default=None) or None,
                 size,
                 tuple(str(c.platform) for c in configs),

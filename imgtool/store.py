@@ -65,6 +65,10 @@ class StoredImage:
 
     @property
     def digest(self) -> str:
+        # a blob's name is its digest, checked when it was written: no need to hash it again
+        # (and load OpenSSL) on every run; an index's entry names its manifest the same way
+        if self.index is None:
+            return self.descriptor.digest
         return self.manifest.digest
 
     @property
@@ -311,7 +315,10 @@ class Store:
         annotations = {**desc.annotations, oci.REF_NAME: name}
         new = desc.with_annotations(annotations)
         with flocked(self.root / "locks" / "index.lock", exclusive=True):
-            manifests = [d for d in self._read_index() if d.ref_name != name]
+            current = self._read_index()
+            if any(d.ref_name == name and d.to_dict() == new.to_dict() for d in current):
+                return  # a pull of what is already here: no rewrite, no fsync
+            manifests = [d for d in current if d.ref_name != name]
             manifests.append(new)
             self._write_index(manifests)
 

@@ -42,7 +42,48 @@ COMMANDS = {
 }
 
 
+# command -> its one-line help, so that `imgtool --help` lists the commands without importing
+# every command module (about 10 ms); tests/unit/test_cli_startup.py keeps these equal to the
+# commands' own docstrings
+SUMMARIES = {
+    "build": "Build an image from a Containerfile and the CONTEXT directory.",
+    "check": "Check IMAGE against size rules: exit 0 when all hold, 1 when one fails, 2 on a "
+    "usage or lookup error.",
+    "copy": "Copy an image between registries (docker://), OCI layouts (oci:DIR[:REF]), "
+    "archives (docker-archive:FILE[:REF], oci-archive:FILE[:REF]) and the store (store:NAME "
+    "or a NAME).",
+    "diff": "What changed from image A to image B: layers, then paths by size.",
+    "gc": "Remove every blob no image name reaches (and build-cache entries whose layers went).",
+    "images": "List the images in the store.",
+    "inspect": "Show an image's manifest and config as JSON.",
+    "layers": "Per-layer sizes, file counts and history, totals, and wasted space.",
+    "load": "Load the images of a docker-archive or oci-archive (gzip or zstd too) into the store.",
+    "login": "Check credentials against REGISTRY and store them where docker login would.",
+    "logout": "Forget the credentials of REGISTRY.",
+    "logs": "Print the output of a detached container.",
+    "network": "The bridge network of `imgtool run` (imgtool0).",
+    "ps": "List containers.",
+    "pull": "Pull an image from a registry into the store.",
+    "push": "Push an image from the store to a registry (to DESTINATION if given, else its name).",
+    "rm": "Remove containers.",
+    "rmi": "Remove image names from the store (their blobs go with the next gc).",
+    "run": "Run a command in a new container from IMAGE.",
+    "save": "Save images of the store to an archive, as `docker save`.",
+    "stop": "Stop running containers (their stop signal, then SIGKILL).",
+    "tag": "Give the image SOURCE another name, TARGET.",
+    "unpack": "Write the image's filesystem (every layer applied) to DEST.",
+}
+
+
 class _Group(click.Group):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, from SUMMARIES instead of importing each command's module."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = [(n, _shortened(SUMMARIES[n], limit)) for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
@@ -66,6 +107,17 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("imgtool: interrupted", err=True)
             sys.exit(130)
+
+
+def _shortened(text: str, limit: int) -> str:
+    """As click shortens a command's help: whole words, then "...", within `limit`."""
+    if len(text) <= limit:
+        return text
+    if limit < 3:
+        return "..."
+    import textwrap  # only when a line is too long for the terminal
+
+    return textwrap.shorten(text, limit, placeholder="...", break_on_hyphens=False)
 
 
 def _one_line(text: str) -> str:

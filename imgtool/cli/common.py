@@ -9,17 +9,25 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from imgtool.reference import Reference
     from imgtool.store import Store
 
 
 def store_of(ctx: click.Context) -> Store:
     """The store, reading names as pull does: a short name follows its registries.conf alias
     in run, inspect, tag, rmi and the rest, as in podman."""
-    from imgtool.registry.config import resolve_name
     from imgtool.store import Store
 
     root = ctx.find_root().obj.get("root")
-    return Store(Path(root) if root else None, resolve=resolve_name)
+    return Store(Path(root) if root else None, resolve=_resolve_name)
+
+
+def _resolve_name(text: str) -> Reference:
+    """registries.conf's resolver, imported on first use: `images` and a run by digest or full
+    name never need it (a few ms of start-up)."""
+    from imgtool.registry.config import resolve_name
+
+    return resolve_name(text)
 
 
 def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:

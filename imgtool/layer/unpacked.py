@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from imgtool import inroot
 from imgtool import mediatypes as mt
+from imgtool.digest import sha256_hex
 from imgtool.errors import ImgtoolError, LayerError
 from imgtool.store import Store, StoredImage
 from imgtool.verify import VerifyingReader
@@ -44,7 +44,7 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
         if not out:
             out.append(diff_id)
         else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+            out.append("sha256:" + sha256_hex(f"{out[-1]} {diff_id}".encode()))
     return out
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +105,8 @@ def _from_auths(doc: dict[str, Any], key: str, path: Path) -> Credentials | None
 
 
 def run_helper(helper: str, action: str, payload: str) -> str:
+    import subprocess  # only when a helper runs: 4 ms that a pull without one never needs
+
     program = f"docker-credential-{helper}"
     try:
         proc = subprocess.run(

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Median wall time of the commands a user runs most, side by side with their peers (issue 13):
+
+- `imgtool --help` and `imgtool images` (target: at most 60 ms each);
+- `imgtool pull` of an image already in the store (one manifest HEAD, nothing else), next to
+  `skopeo inspect` of the same image (target: at most 1.5x skopeo);
+- `python3 -c pass`, the floor any Python command stands on.
+
+    python3 benchmarks/startup.py [--runs 20]
+
+Run it with the interpreter of a byte-compiled `pip install .` (not an editable install, whose
+import finder costs a few ms of its own), e.g.
+    python3 -m venv /tmp/v && /tmp/v/bin/pip install . && /tmp/v/bin/python benchmarks/startup.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.registry import Registry  # noqa: E402
+
+
+def median_ms(cmd: list[str], runs: int, env: dict[str, str]) -> float:
+    times = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        dt = (time.perf_counter() - t0) * 1000
+        if r.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.strip()[-300:]}")
+        if i:  # the first run warms the caches
+            times.append(dt)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    if not shutil.which("skopeo") or not shutil.which("docker-registry"):
+        raise SystemExit("needs Debian's skopeo and docker-registry")
+    script = Path(sys.executable).parent / "imgtool"
+    imgtool = [str(script)] if script.exists() else [sys.executable, "-m", "imgtool"]
+    work = Path(tempfile.mkdtemp(prefix="imgtool-startbench-"))
+    try:
+        layout = work / "layout"
+        subprocess.run(
+            [sys.executable, str(REPO / "fixtures/make_images.py"), "busybox", str(layout)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        reg = Registry(work / "registry").start()
+        try:
+            ref = f"{reg.host}/bench/busybox:latest"
+            subprocess.run(
+                ["skopeo", "copy", "--quiet", f"oci:{layout}:latest", f"docker://{ref}"]
+                + ["--dest-tls-verify=false"],
+                check=True,
+            )
+            env = {**os.environ, "HOME": str(work / "home"), "IMGTOOL_ROOT": str(work / "store")}
+            subprocess.run([*imgtool, "pull", "-q", ref], env=env, check=True, capture_output=True)
+            rows = {
+                "python3 -c pass": median_ms([sys.executable, "-c", "pass"], args.runs, env),
+                "imgtool --help": median_ms([*imgtool, "--help"], args.runs, env),
+                "imgtool images": median_ms([*imgtool, "images"], args.runs, env),
+                "imgtool pull (already in the store)": median_ms(
+                    [*imgtool, "pull", "-q", ref], args.runs, env
+                ),
+                "skopeo inspect --raw": median_ms(
+                    ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                    args.runs,
+                    env,
+                ),
+            }
+        finally:
+            reg.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"median of {args.runs} runs:")
+    for name, value in rows.items():
+        print(f"  {name:38s} {value:7.1f} ms")
+    pull, skopeo = rows["imgtool pull (already in the store)"], rows["skopeo inspect --raw"]
+    print(f"  pull / skopeo inspect                  {pull / skopeo:7.2f}x  (target <= 1.5x)")
+    print("  --help, images target                  <= 60 ms each")
+
+
+if __name__ == "__main__":
+    main()
