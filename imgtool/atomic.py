@@ -8,6 +8,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -18,14 +19,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
-    """Write a whole file so that readers see the old or the new content, never a mix.
-    `durable` also survives a power cut (fsync); state that dies with the machine skips it."""
+@contextlib.contextmanager
+def replacing(path: Path, mode: int = 0o644, durable: bool = True) -> Iterator[BinaryIO]:
+    """A file to write that replaces `path` only when the block ends without an error (a
+    temporary file beside it is renamed over it); else nothing is left. Readers see the old or
+    the new content, never a mix. `durable` also survives a power cut (fsync); state that dies
+    with the machine skips it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             if durable:
                 os.fsync(f.fileno())
@@ -36,6 +40,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Write a whole file so that readers see the old or the new content, never a mix."""
+    with replacing(path, mode, durable) as f:
+        f.write(data)
 
 
 @contextlib.contextmanager

@@ -28,8 +28,8 @@ def sniff(head: bytes) -> Compression:
     return "none"
 
 
-class _Peeked(io.RawIOBase):
-    """Puts the sniffed bytes back in front of the stream."""
+class Peeked(io.RawIOBase):
+    """Puts bytes read ahead (to sniff what a stream is) back in front of it."""
 
     def __init__(self, head: bytes, rest: BinaryIO) -> None:
         self._head = head
@@ -58,7 +58,7 @@ def open_decompressed(src: BinaryIO, compression: Compression | None = None) -> 
     if compression is None:
         head = src.read(4)
         compression = sniff(head)
-        src = io.BufferedReader(_Peeked(head, src), CHUNK)  # type: ignore[assignment]
+        src = io.BufferedReader(Peeked(head, src), CHUNK)  # type: ignore[assignment]
     if compression == "gzip":
         return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from imgtool import atomic
 from imgtool.errors import SpecError
 
 BLOCK = 512
@@ -300,23 +301,14 @@ def output(path: str) -> Iterator[TarWriter]:
         yield writer
         writer.finish()
         return
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        f = open(tmp, "wb")  # noqa: SIM115 - closed below, before the rename
-    except OSError as e:
-        raise SpecError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with f:
-            writer = TarWriter(f, True)
-            yield writer
-            writer.finish()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(atomic.replacing(Path(path)))
+        except OSError as e:
+            raise SpecError(f"cannot write {path}: {e.strerror}") from None
+        writer = TarWriter(f, True)
+        yield writer
+        writer.finish()
 
 
 def _can_seek(stream: BinaryIO) -> bool:

@@ -16,27 +16,6 @@ BLOCK = 512
 MAX_CONTAINERFILE = 16 << 20  # a Containerfile, not a context: bounded in memory
 
 
-class _Prefixed(io.RawIOBase):
-    """The bytes read to tell what the stream is, put back in front of the rest."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(buf), len(self._head))
-            buf[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-
 def _read_up_to(src: BinaryIO, size: int) -> bytes:
     """`size` bytes, fewer only at the end (pipes and decompressors return short reads)."""
     parts: list[bytes] = []
@@ -71,7 +50,7 @@ def read_stdin_context(src: BinaryIO, context_dir: Path) -> bytes | None:
         return text
     from imgtool.layer.apply import apply_layer
 
-    stream = io.BufferedReader(_Prefixed(head, data), compression.CHUNK)
+    stream = io.BufferedReader(compression.Peeked(head, data), compression.CHUNK)
     try:
         apply_layer(stream, context_dir, "plain")  # type: ignore[arg-type]
     except LayerError as e:

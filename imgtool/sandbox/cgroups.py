@@ -153,6 +153,13 @@ class Cgroup:
         if lim.pids is not None:
             _write(paths["pids"] / "pids.max", str(lim.pids))
 
+    def hierarchies(self) -> list[str]:
+        """The names under /sys/fs/cgroup of the hierarchies this cgroup is in ("unified" on
+        v2), as the container's read-only view mounts them."""
+        if self.version == 2:
+            return ["unified"]
+        return [d.parent.parent.name for d in self.dirs]  # <root>/<hierarchy>/imgtool/<id>
+
     def add(self, pid: int) -> None:
         for d in self.dirs:
             _write(d / "cgroup.procs", str(pid))

@@ -235,7 +235,7 @@ def run(
     if spec.seccomp == DEFAULT_SECCOMP:
         spec.seccomp = seccomp.compile_filter(seccomp.default_profile(), spec.caps)
     if cgroup is not None:
-        spec.cgroup_hierarchies = _hierarchies(cgroup)
+        spec.cgroup_hierarchies = cgroup.hierarchies()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     stat_r, stat_w = os.pipe2(os.O_CLOEXEC)
     master = None
@@ -292,13 +292,6 @@ def run(
         sig = os.WTERMSIG(status)
         return Outcome(128 + sig, sig, oom and sig == signal.SIGKILL)
     return Outcome(os.WEXITSTATUS(status), 0, oom)
-
-
-def _hierarchies(cgroup: Cgroup) -> list[str]:
-    """The names under /sys/fs/cgroup of the hierarchies the container has a cgroup in."""
-    if cgroup.version == 2:
-        return ["unified"]
-    return [d.parent.parent.name for d in cgroup.dirs]  # <root>/<hierarchy>/imgtool/<id>
 
 
 def _read_until_exec(err_r: int, master: int | None) -> bytes:
