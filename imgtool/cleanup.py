@@ -6,7 +6,7 @@ import contextlib
 from dataclasses import dataclass
 
 from imgtool import inroot
-from imgtool.build import workspace
+from imgtool.builder import workspace
 from imgtool.containers import Containers
 from imgtool.errors import ImgtoolError
 from imgtool.layer.unpacked import LayerStore, chain_ids

@@ -106,8 +106,8 @@ def build(
 
     CONTEXT `-` reads stdin: a tar of the context (plain, gzip or zstd; -f then names a file
     in it), or else the Containerfile itself, with an empty context."""
-    from imgtool.build import BuildOptions, read_containerfile
-    from imgtool.build import build as do_build
+    from imgtool.builder import BuildOptions, read_containerfile
+    from imgtool.builder import build as do_build
 
     secret_files = {}
     for s in secrets:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from imgtool import oci
-from imgtool.build import BuildOptions, build, workspace
-from imgtool.build.filemode import parse_mode
+from imgtool.builder import BuildOptions, build, workspace
+from imgtool.builder.filemode import parse_mode
 from imgtool.cleanup import gc
 from imgtool.errors import ContainerfileError, ImgtoolError
 from imgtool.store import Store
@@ -217,7 +217,7 @@ def test_legacy_label_builds_with_a_warning(tmp_path: Path) -> None:
 
 def _key_payloads(tmp_path: Path, n: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The size of what each ENV step's cache key hashes, and of the environment it reads."""
-    from imgtool.build import engine
+    from imgtool.builder import engine
 
     sizes: list[int] = []
     real = engine._key
@@ -239,7 +239,7 @@ def test_an_env_step_costs_the_same_after_many(
 ) -> None:
     """No timing: the cache key of the 300th ENV hashes no more than the 3rd's (it grew with
     every earlier ENV), and config.Env is parsed once per stage, not once per step."""
-    from imgtool.build import common
+    from imgtool.builder import common
 
     parsed = 0
     real_env = common.ImageState.env.fget
@@ -271,7 +271,7 @@ def test_gc_removes_work_directories_no_build_holds(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            f"from imgtool.build import workspace; from pathlib import Path;"
+            f"from imgtool.builder import workspace; from pathlib import Path;"
             f"p, _ = workspace.hold_new(Path({str(parent)!r})); (p / 'f').write_text('x');"
             "import os; os._exit(9)",
         ],

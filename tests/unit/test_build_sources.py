@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from imgtool import inroot, whiteout
-from imgtool.build import sourcetree
-from imgtool.build.copier import Ownership, copy_entry, copy_tree
-from imgtool.build.layered import LayerStack
+from imgtool.builder import sourcetree
+from imgtool.builder.copier import Ownership, copy_entry, copy_tree
+from imgtool.builder.layered import LayerStack
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="device nodes and owners need root")
 

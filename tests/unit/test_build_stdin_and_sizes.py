@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from imgtool.build.run_step import _byte_size
-from imgtool.build.stdincontext import read_stdin_context
+from imgtool.builder.run_step import _byte_size
+from imgtool.builder.stdincontext import read_stdin_context
 from imgtool.errors import BuildError
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from imgtool import inroot
-from imgtool.build import sourcetree
-from imgtool.build.cache import _key
-from imgtool.build.common import ImageState, Layer, _StageContext
-from imgtool.build.copier import Ownership, copy_entry, copy_tree, write_data
-from imgtool.build.filemode import ModeChange, parse_mode
-from imgtool.build.sourcetree import Comps, Entry, Root
+from imgtool.builder import sourcetree
+from imgtool.builder.cache import _key
+from imgtool.builder.common import ImageState, Layer, _StageContext
+from imgtool.builder.copier import Ownership, copy_entry, copy_tree, write_data
+from imgtool.builder.filemode import ModeChange, parse_mode
+from imgtool.builder.sourcetree import Comps, Entry, Root
 from imgtool.containerfile import dockerignore, shell
 from imgtool.containerfile.parser import Instruction
 from imgtool.errors import BuildError, ContainerfileError

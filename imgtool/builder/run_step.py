@@ -16,9 +16,9 @@ from pathlib import Path
 
 from imgtool import inroot
 from imgtool import mediatypes as mt
-from imgtool.build import sourcetree
-from imgtool.build.cache import _key
-from imgtool.build.common import (
+from imgtool.builder import sourcetree
+from imgtool.builder.cache import _key
+from imgtool.builder.common import (
     DEFAULT_PATH,
     STUB_PATHS,
     ImageState,
@@ -29,9 +29,9 @@ from imgtool.build.common import (
     _StageContext,
     _timestamp,
 )
-from imgtool.build.copier import Ownership, copy_entry, copy_tree
-from imgtool.build.layered import LayerStack
-from imgtool.build.sourcetree import Comps, Root
+from imgtool.builder.copier import Ownership, copy_entry, copy_tree
+from imgtool.builder.layered import LayerStack
+from imgtool.builder.sourcetree import Comps, Root
 from imgtool.containerfile.parser import Instruction
 from imgtool.errors import (
     BuildError,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtool import inroot, whiteout
-from imgtool.build.sourcetree import Comps, split
+from imgtool.builder.sourcetree import Comps, split
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from imgtool.build import sourcetree
-from imgtool.build.sourcetree import Comps, Root
+from imgtool.builder import sourcetree
+from imgtool.builder.sourcetree import Comps, Root
 from imgtool.containerfile.parser import Instruction
 from imgtool.errors import (
     BuildError,

@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from imgtool.build.common import Layer, _StageContext
+from imgtool.builder.common import Layer, _StageContext
 from imgtool.containerfile.parser import Instruction
 
 CACHE_VERSION = "imgtool-build-cache-1"

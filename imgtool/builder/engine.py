@@ -26,9 +26,9 @@ from typing import Any
 from imgtool import mediatypes as mt
 from imgtool import oci
 from imgtool import reference as refs
-from imgtool.build import workspace
-from imgtool.build.cache import CacheSteps, _key
-from imgtool.build.common import (
+from imgtool.builder import workspace
+from imgtool.builder.cache import CacheSteps, _key
+from imgtool.builder.common import (
     BuildOptions,
     BuildResult,
     ImageState,
@@ -44,10 +44,10 @@ from imgtool.build.common import (
     read_containerfile,
     read_in_context,
 )
-from imgtool.build.copy_step import CopySteps
-from imgtool.build.run_step import RunSteps
-from imgtool.build.sourcetree import Root
-from imgtool.build.stdincontext import read_stdin_context
+from imgtool.builder.copy_step import CopySteps
+from imgtool.builder.run_step import RunSteps
+from imgtool.builder.sourcetree import Root
+from imgtool.builder.stdincontext import read_stdin_context
 from imgtool.containerfile import dockerignore, shell
 from imgtool.containerfile.parser import Containerfile, Instruction, parse
 from imgtool.errors import (
