@@ -105,7 +105,7 @@ def _from_archive(spec: str, kind: str) -> Source:
 
 
 def _from_registry(text: str, platform: oci.Platform | None, insecure: bool) -> Source:
-    from imgtool.pull import resolve_remote  # the registry client only when it is needed
+    from imgtool.puller import resolve_remote  # the registry client only when it is needed
 
     ref, manifest, config_raw = resolve_remote(text, platform, insecure)
     config = oci.ImageConfig.from_json(config_raw)

@@ -20,7 +20,7 @@ FLOORS = {
     "tarball": 2,
     # L3 engines
     **dict.fromkeys(
-        ["pull", "push", "inspect", "login", "run", "cleanup", "sources", "analyze", "builder"], 3
+        ["puller", "pusher", "inspect", "login", "runner", "cleanup", "sources", "analyze", "builder"], 3
     ),
     **dict.fromkeys(["archive", "transports", "copy"], 3),
     # L4 the command line

@@ -320,7 +320,7 @@ class Builder(RunSteps, CopySteps, CacheSteps):
                 raise ImageNotFound(name)
             return self.store.image(name)
         except ImageNotFound:
-            from imgtool.pull import PullOptions, pull  # the registry only when needed
+            from imgtool.puller import PullOptions, pull  # the registry only when needed
 
             self.say(f"pulling {name}")
             result = pull(name, self.store, PullOptions())

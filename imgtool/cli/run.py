@@ -56,7 +56,7 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -
     """Run a command in a new container from IMAGE."""
     from imgtool import oci
     from imgtool.errors import ImgtoolError
-    from imgtool.run import RunError, RunOptions, execute, prepare, start_detached
+    from imgtool.runner import RunError, RunOptions, execute, prepare, start_detached
     from imgtool.sandbox import cgroups
 
     try:  # docker's status for a bad flag value is 125, as for its other failures
@@ -171,7 +171,7 @@ def ps(ctx: click.Context, show_all: bool, quiet: bool) -> None:
 @click.pass_context
 def stop(ctx: click.Context, containers: tuple[str, ...], timeout: float) -> None:
     """Stop running containers (their stop signal, then SIGKILL)."""
-    from imgtool.run import stop as do_stop
+    from imgtool.runner import stop as do_stop
 
     for key in containers:
         do_stop(store_of(ctx), key, timeout)
@@ -184,7 +184,7 @@ def stop(ctx: click.Context, containers: tuple[str, ...], timeout: float) -> Non
 @click.pass_context
 def rm_(ctx: click.Context, containers: tuple[str, ...], force: bool) -> None:
     """Remove containers."""
-    from imgtool.run import remove
+    from imgtool.runner import remove
 
     for key in containers:
         remove(store_of(ctx), key, force)

@@ -27,8 +27,8 @@ def pull(
 ) -> None:
     """Pull an image from a registry into the store."""
     from imgtool import oci
-    from imgtool.pull import PullOptions
-    from imgtool.pull import pull as do_pull
+    from imgtool.puller import PullOptions
+    from imgtool.puller import pull as do_pull
 
     opts = PullOptions(
         platform=oci.Platform.parse(platform) if platform else None,
@@ -63,8 +63,8 @@ def push(
     cert_dir: str | None,
 ) -> None:
     """Push an image from the store to a registry (to DESTINATION if given, else its name)."""
-    from imgtool.push import PushOptions
-    from imgtool.push import push as do_push
+    from imgtool.pusher import PushOptions
+    from imgtool.pusher import push as do_push
 
     opts = PushOptions(
         transport=transport(insecure, cert_dir), progress=Renderer("Uploading", quiet)

@@ -12,7 +12,7 @@ stays attached, and in force, as long as the directory exists).
 
 Whatever runs in a container's cgroup is killed when its owner is gone. The owner, the imgtool
 that runs the container or the monitor of a detached one, holds the container's liveness lock
-(liveness.py) from *before* it creates the cgroup until *after* it has removed it (run.py keeps
+(liveness.py) from *before* it creates the cgroup until *after* it has removed it (runner.py keeps
 that order). So a cgroup whose lock nobody holds is an orphan, even with processes in it:
 `stale()` lists it, and the next imgtool command's clean-up kills what is in it and removes it
 (`remove_dir`). A fresh container is never taken for one.

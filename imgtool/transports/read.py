@@ -76,7 +76,7 @@ class StoreSource(Source):
 
     def mount_from(self, dest: refs.Reference, digest: str) -> list[str]:
         if self._mounts is None:
-            from imgtool.push import mount_sources  # push's own rule: where images came from
+            from imgtool.pusher import mount_sources  # push's own rule: where images came from
 
             self._mounts = mount_sources(self.store, dest)
         return self._mounts.get(digest, [])

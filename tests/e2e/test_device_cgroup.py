@@ -86,7 +86,7 @@ def _read_all(fd: int) -> bytes:
 
 @pytest.fixture
 def make_cgroup() -> Iterator[Callable[..., cgroups.Cgroup]]:
-    """Containers' cgroups as run.py makes them: the liveness lock first, or a concurrent
+    """Containers' cgroups as runner.py makes them: the liveness lock first, or a concurrent
     imgtool would take them for orphans."""
     made: list[cgroups.Cgroup] = []
 

@@ -225,7 +225,7 @@ def test_plain_registry_one_connection_and_no_tls(
 ) -> None:
     """A plain-HTTP registry costs no TLS context (no CA bundle read) and no TLS attempt, and
     the whole pull goes over one persistent connection."""
-    from imgtool.pull import PullOptions, pull
+    from imgtool.puller import PullOptions, pull
 
     contexts: list[ssl.SSLContext] = []
     make = ssl.SSLContext.__new__
@@ -408,7 +408,7 @@ def test_refused_push_names_the_missing_push_access(
 def test_retried_blob_keeps_the_connection(front: Front, store: Store) -> None:
     """A 503 on a blob download is retried on the same connection: its short body is read
     instead of the connection being dropped with it."""
-    from imgtool.pull import PullOptions, pull
+    from imgtool.puller import PullOptions, pull
 
     front.blob_faults = 1
     pull(f"{front.host}/library/busybox", store, PullOptions(max_concurrent=1))

@@ -79,7 +79,7 @@ def test_help_lists_commands_as_click_would(width: int) -> None:
 
 
 def test_pull_module_leaves_the_thread_pool_for_a_pull_with_layers(tmp_path: Path) -> None:
-    mods = loaded_after("import imgtool.pull", tmp_path)
+    mods = loaded_after("import imgtool.puller", tmp_path)
     assert "concurrent.futures" not in mods
     assert "subprocess" not in mods  # credential helpers run only for a registry that asks
 

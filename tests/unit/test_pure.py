@@ -10,7 +10,7 @@ from imgtool.analyze import parse_size
 from imgtool.errors import ImgtoolError, NoMatchingPlatform
 from imgtool.network.ipam import NetworkError
 from imgtool.network.nat import Port, parse_publish
-from imgtool.run import DEFAULT_PATH, RunError, RunOptions, argv_for, env_for
+from imgtool.runner import DEFAULT_PATH, RunError, RunOptions, argv_for, env_for
 
 # --- parse_publish -----------------------------------------------------------------------------
 
