@@ -5,19 +5,20 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from imgtool.builder import sourcetree
 from imgtool.builder.sourcetree import Comps, Root
 from imgtool.containerfile.parser import Instruction
-from imgtool.errors import (
-    BuildError,
-)
+from imgtool.containerfile.plan import Plan, StagePlan
+from imgtool.errors import BuildError
+
+if TYPE_CHECKING:
+    from imgtool.builder.cache import CacheEntry, CacheSource
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -42,9 +43,11 @@ class BuildOptions:
     output: Callable[[str], None] = print
     # `imgtool build -`: the context as a tar, or the Containerfile (the context then empty)
     stdin: BinaryIO | None = None
+    # remote caches, read in order after the local cache misses (see builder.cache)
+    cache_from: tuple[CacheSource, ...] = ()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Layer:
     digest: str
     size: int
@@ -87,15 +90,6 @@ class ImageState:
         env[name] = value
 
 
-@dataclass
-class Stage:
-    index: int
-    name: str
-    base: str
-    instructions: list[Instruction]
-    line: int
-
-
 @dataclass(frozen=True)
 class BuildResult:
     image_id: str  # the config digest
@@ -103,6 +97,8 @@ class BuildResult:
     tags: list[str]
     steps: int
     cached: int
+    # every layer-making step of every stage built, hits included, in build order
+    cache_entries: tuple[CacheEntry, ...] = ()
 
 
 @dataclass
@@ -118,12 +114,18 @@ class _Mount:
 
 @dataclass
 class _StageContext:
-    stage: Stage
-    stages: list[Stage]
+    """One stage as it builds: what its steps see and what they made."""
+
+    stage: StagePlan
+    plan: Plan
     meta: dict[str, str]
     args: dict[str, str]
     used_args: dict[str, str] = field(default_factory=dict)
     cmd_set: bool = False
+    made: list[tuple[str, Layer]] = field(default_factory=list)  # (cache key, layer) per step
+    steps: int = 0  # layer-making steps (RUN, COPY, ADD) run
+    hits: int = 0  # of which found in a cache
+    prefix: str = ""  # what starts each output line: "[stage] "
 
     def shell(self, cfg: dict) -> list[str]:
         return list(cfg.get("Shell") or DEFAULT_SHELL)
@@ -187,9 +189,9 @@ def read_containerfile(opts: BuildOptions, context: Root | None = None) -> tuple
     root = context or Root(opts.context, "the build context")
     try:
         for name in ("Containerfile", "Dockerfile"):
-            raw = read_in_context(root, name, " (give it with -f to use it)")
-            if raw is not None:
-                return name, decode_text(raw, str(opts.context / name))
+            found = read_in_context(root, name, " (give it with -f to use it)")
+            if found is not None:
+                return name, decode_text(found, str(opts.context / name))
     finally:
         if context is None:
             root.close()
@@ -223,50 +225,3 @@ def _timestamp(epoch: int | None) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S") + (
         "Z" if epoch is not None else f".{when.microsecond:06d}Z"
     )
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9}
-_DURATION_NS["h"] = 3600 * 10**9
-
-
-def _duration_ns(text: str) -> int:
-    """A Go duration as Docker takes them (30s, 1m30s, 1.5h, 250ms) in nanoseconds; a bare
-    number is nanoseconds. Raises ValueError."""
-    if text.isdigit():
-        return int(text)
-    pos, total = 0, 0.0
-    while pos < len(text):
-        m = _DURATION_PART.match(text, pos)
-        if not m:
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(m.group(1)) * _DURATION_NS[m.group(2)]
-        pos = m.end()
-    if not text:
-        raise ValueError("empty duration")
-    return int(total)
-
-
-_PORT = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?", re.I)
-
-
-def _valid_port(text: str) -> bool:
-    """EXPOSE's PORT[-PORT][/proto]."""
-    m = _PORT.fullmatch(text)
-    if not m:
-        return False
-    low, high = int(m.group(1)), int(m.group(2) or m.group(1))
-    return 0 < low <= high <= 65535
-
-
-def _valid_signal(text: str) -> bool:
-    """STOPSIGNAL: a number, or a name with or without SIG (RTMIN+n and RTMAX-n too)."""
-    import signal
-
-    if text.isdigit():
-        return 0 < int(text) <= 64
-    name = text.upper().removeprefix("SIG")
-    rt = re.fullmatch(r"RT(MIN|MAX)([+-]\d+)?", name)
-    if rt:
-        return True
-    return f"SIG{name}" in signal.Signals.__members__

@@ -17,8 +17,8 @@ import stat
 from dataclasses import dataclass
 
 from imgtool import inroot
-from imgtool.builder.filemode import ModeChange
 from imgtool.builder.sourcetree import Comps, Entry, Skip, open_entry, walk
+from imgtool.containerfile.filemode import ModeChange
 from imgtool.errors import BuildError
 
 _XATTR_SKIPPED = (errno.EPERM, errno.ENOTSUP, errno.ENODATA, errno.EINVAL)

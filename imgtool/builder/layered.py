@@ -20,6 +20,7 @@ from pathlib import Path
 
 from imgtool import inroot, whiteout
 from imgtool.builder.sourcetree import Comps, split
+from imgtool.errors import BuildError
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -159,3 +160,46 @@ class LayerStack:
                 while chunk := os.read(rfd, 1 << 20):
                     chunks.append(chunk)
                 return b"".join(chunks)
+
+
+def owner_in(stack: LayerStack, spec: str, what: str = "--chown") -> tuple[int, int]:
+    """USER[:GROUP] as numbers: names looked up in the image's /etc/passwd and /etc/group."""
+    user, _, group = spec.partition(":")
+
+    def lookup(db: str, name: str, field_: int) -> int:
+        if name.isdigit():
+            return int(name)
+        text = (stack.read(f"/etc/{db}") or b"").decode(errors="replace")
+        for line in text.splitlines():
+            parts = line.split(":")
+            if parts and parts[0] == name and len(parts) > field_ and parts[field_].isdigit():
+                return int(parts[field_])
+        raise BuildError(
+            f"{what}: no {'user' if db == 'passwd' else 'group'} {name!r} in the image's /etc/{db}"
+        )
+
+    uid = lookup("passwd", user, 2)
+    if group:
+        return uid, lookup("group", group, 2)
+    return uid, int(user) if user.isdigit() else lookup("passwd", user, 3)
+
+
+def parents_like_lowers(stack: LayerStack, stage: int, dest: str) -> None:
+    """The parent directories a step creates in its staging directory (`stage`, open) carry
+    the metadata they already have below, so that a COPY does not change /usr/local/bin's
+    mode or time."""
+    parts = split(dest)
+    if not dest.endswith("/"):
+        parts = parts[:-1]
+    for i in range(1, len(parts) + 1):
+        rel = "/".join(parts[:i])
+        below = stack.lookup(rel, follow_last=False)
+        if below.st is None or not stat.S_ISDIR(below.st.st_mode):
+            continue
+        with inroot.opened(inroot.walk(stage, rel, follow_last=False)) as fd:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                continue
+            here = inroot.fd_path(fd)
+            os.chown(here, below.st.st_uid, below.st.st_gid)
+            os.chmod(here, stat.S_IMODE(below.st.st_mode))
+            os.utime(here, ns=(below.st.st_atime_ns, below.st.st_mtime_ns))

@@ -6,18 +6,15 @@ import contextlib
 import hashlib
 import json
 import os
-import re
-import secrets
 import stat
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgtool import inroot
-from imgtool import mediatypes as mt
-from imgtool.builder import sourcetree
-from imgtool.builder.cache import _key
+from imgtool.builder import sandboxed, sourcetree
+from imgtool.builder.cache import _key, cache_mount_dir
 from imgtool.builder.common import (
     DEFAULT_PATH,
     STUB_PATHS,
@@ -25,48 +22,50 @@ from imgtool.builder.common import (
     Layer,
     _heredoc_script,
     _Mount,
-    _redirect,
     _StageContext,
-    _timestamp,
 )
 from imgtool.builder.copier import Ownership, copy_entry, copy_tree
 from imgtool.builder.layered import LayerStack
 from imgtool.builder.sourcetree import Comps, Root
+from imgtool.containerfile import values
+from imgtool.containerfile.flags import MountSpec
+from imgtool.containerfile.instructions import Run
 from imgtool.containerfile.parser import Instruction
 from imgtool.errors import (
     BuildError,
     RunStepFailed,
-    SandboxError,
 )
-from imgtool.layer.diff import write_layer
-from imgtool.sandbox import liveness, runner
-from imgtool.sandbox.cgroups import Cgroup, Limits
-from imgtool.sandbox.spec import BindMount, SandboxSpec, TmpfsMount
+
+if TYPE_CHECKING:
+    from imgtool.builder.session import BuildSession
+    from imgtool.sandbox.spec import BindMount, TmpfsMount
 
 BUILD_HOSTNAME = "imgtool-build"
 LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
-class RunSteps:
-    """RUN for the Builder (a mixin)."""
+class RunStep:
+    """RUN: the step's command in the sandbox; what it wrote is its layer."""
 
-    def _run(
-        self, state: ImageState, inst: Instruction, ctx: _StageContext, env: dict[str, str]
+    def __init__(self, session: BuildSession) -> None:
+        self.s = session
+
+    def __call__(
+        self, state: ImageState, step: Run, ctx: _StageContext, env: Mapping[str, str]
     ) -> bool:
+        inst = step.source
         cfg = state.config["config"]
-        if inst.json:
-            argv = list(inst.args)
+        if step.json:
+            argv = list(step.command)
         else:
-            script = inst.args[0] if inst.args else ""
+            script = step.command[0] if step.command else ""
             if inst.heredocs:
                 script = _heredoc_script(script, inst)
             argv = ctx.shell(cfg) + [script]
         run_env = {**{k: v for k, v in ctx.args.items()}, **state.env}
         run_env.setdefault("PATH", DEFAULT_PATH)
-        network = inst.flag("network") or "host"
-        if network == "default":
-            network = "host"
-        mounts = [self._mount(m, ctx, i) for i, m in enumerate(inst.flag_values("mount"))]
+        network = step.network
+        mounts = [self._mount(m, ctx, i) for i, m in enumerate(step.mounts)]
         agent = next((m.target for m in mounts if m.kind == "ssh"), None)
         if agent is not None:  # as BuildKit: the first ssh mount is the step's agent
             run_env.setdefault("SSH_AUTH_SOCK", agent)
@@ -80,37 +79,29 @@ class RunSteps:
             cfg.get("User"),
             cfg.get("WorkingDir"),
         )
-        self._explain(
-            ctx, inst, {"parent": state.key, "instruction": argv, "args": dict(ctx.used_args)}, key
-        )
-        hit = self._cache_get(key)
+        inputs = {"parent": state.key, "instruction": argv, "args": dict(ctx.used_args)}
+        hit = self.s.cached(ctx, step, inputs, key)
         cached = hit is not None
         if hit is None:
             hit = self._execute_run(state, inst, ctx, argv, run_env, network, mounts)
-            self._cache_put(key, hit)
-        created_by = f"RUN {' '.join(argv) if not inst.json else json.dumps(argv)}"
-        self._add_layer(state, hit, created_by, key)
+            self.s.cache.put(key, hit)
+        created_by = f"RUN {' '.join(argv) if not step.json else json.dumps(argv)}"
+        self.s.add_layer(state, ctx, hit, created_by, key)
         return cached
 
-    def _mount(self, spec: str, ctx: _StageContext, index: int = 0) -> _Mount:
-        opts: dict[str, str] = {}
-        for part in spec.split(","):
-            k, eq, v = part.partition("=")
-            opts[k] = v if eq else "true"
-        kind = opts.get("type", "bind")
-        target = opts.get("target") or opts.get("dst") or opts.get("destination") or ""
+    def _mount(self, spec: MountSpec, ctx: _StageContext, index: int = 0) -> _Mount:
+        """What a --mount (typed and checked before the build) gives this step."""
+        kind, target = spec.kind, spec.target
         if kind == "cache":
-            if not target:
-                raise BuildError("--mount=type=cache needs a target")
-            cid = opts.get("id") or target
-            d = self.cache_dir / "mounts" / _key(cid)[:16]
+            cid = spec.get("id") or target
+            d = cache_mount_dir(self.s.cache_dir, cid)
             d.mkdir(parents=True, exist_ok=True)
-            return _Mount("cache", target, str(d), False, cid)
+            return _Mount("cache", target, str(d), spec.is_true("readonly"), cid)
         if kind == "secret":
-            sid = opts.get("id") or os.path.basename(target)
-            src = self.opts.secrets.get(sid)
+            sid = spec.get("id") or os.path.basename(target)
+            src = self.s.opts.secrets.get(sid)
             if src is None:
-                if opts.get("required") == "true":
+                if spec.is_true("required"):
                     raise BuildError(f"secret {sid!r} is required: give --secret id={sid},src=…")
                 return _Mount("none", "", "", True, "")
             return _Mount(
@@ -121,27 +112,21 @@ class RunSteps:
                 hashlib.sha256(sid.encode()).hexdigest(),
             )  # never the content
         if kind == "ssh":
-            return self._ssh_mount(opts, target or f"/run/buildkit/ssh_agent.{index}")
+            return self._ssh_mount(spec, target or f"/run/buildkit/ssh_agent.{index}")
         if kind == "tmpfs":
-            if not target:
-                raise BuildError("--mount=type=tmpfs needs a target")
-            size = _byte_size(opts.get("size", "0"))
+            size = _byte_size(spec.get("size", "0"))
             return _Mount("tmpfs", target, "", False, str(size), size=size)
-        if kind == "bind":
-            source = opts.get("source") or opts.get("src") or "."
-            frm = opts.get("from")
-            return self._bind(
-                target, self._source_root(frm, ctx) if frm else self.context, source, opts
-            )
-        raise BuildError(f"unsupported --mount type {kind!r}")
+        frm = spec.get("from")
+        root = self.s.source_root(ctx, frm) if frm else self.s.context
+        return self._bind(target, root, spec.get("source") or ".", spec.is_true("readwrite"))
 
-    def _ssh_mount(self, opts: dict[str, str], target: str) -> _Mount:
+    def _ssh_mount(self, spec: MountSpec, target: str) -> _Mount:
         """An ssh agent's socket that --ssh forwarded, bound where the step finds it; the
         step may connect to it, and nothing of it reaches the layer."""
-        sid = opts.get("id") or "default"
-        sock = self.opts.ssh.get(sid)
+        sid = spec.get("id") or "default"
+        sock = self.s.opts.ssh.get(sid)
         if sock is None:
-            if opts.get("required") == "true":
+            if spec.is_true("required"):
                 raise BuildError(f"ssh {sid!r} is required: give --ssh {sid}=SOCKET")
             return _Mount("none", "", "", True, "")
         try:
@@ -153,7 +138,7 @@ class RunSteps:
         key = hashlib.sha256(sid.encode()).hexdigest()  # the id, never the socket's path
         return _Mount("ssh", target, str(sock), True, key)
 
-    def _bind(self, target: str, root: Root, source: str, opts: dict[str, str]) -> _Mount:
+    def _bind(self, target: str, root: Root, source: str, writable: bool) -> _Mount:
         """A bind mount of the context or of a stage. The step sees a copy, not the tree
         itself, when it may write (BuildKit drops those writes; the context is not the step's
         to change) and when .dockerignore leaves something out (what the context does not
@@ -161,16 +146,15 @@ class RunSteps:
         comps = self._mount_source(root, source)
         left_out: list[Comps] = []
         skip = None
-        if root is self.context:
+        if root is self.s.context:
 
             def skip(c: Comps) -> bool:
-                if self._ignored(c):
+                if self.s.ignored(c):
                     left_out.append(c)
                     return True
                 return False
 
         digest = sourcetree.tree_digest(root.fd, comps, skip)
-        writable = opts.get("rw") == "true" or opts.get("readwrite") == "true"
         if writable or left_out:
             return _Mount("bind", target, "", not writable, digest, (root, comps))
         return _Mount("bind", target, root.host_path(comps), True, digest)
@@ -180,7 +164,7 @@ class RunSteps:
         left in it for the mount to follow."""
         try:
             comps = sourcetree.resolve(root.fd, source)
-            if root is self.context and self._ignored(comps):
+            if root is self.s.context and self.s.ignored(comps):
                 raise FileNotFoundError(source)  # .dockerignore leaves it out of the context
             return comps
         except (FileNotFoundError, NotADirectoryError):
@@ -194,23 +178,6 @@ class RunSteps:
         except OSError as e:
             raise BuildError(f"--mount source {source!r} in {root.label}: {e.strerror}") from None
 
-    def _stack(self, state: ImageState) -> LayerStack:
-        """The stage's filesystem so far, for lookups inside it."""
-        return LayerStack([self.layers.diff_dir(k) for k in self._layer_keys(state)])
-
-    def _lower_names(self, state: ImageState) -> list[str]:
-        return [f"l/{self.layers.short_name(k)}" for k in self._layer_keys(state)]
-
-    def _layer_keys(self, state: ImageState) -> list[str]:
-        """The keys (ChainIDs) of the stage's unpacked layers, lowest first, unpacking what is
-        missing; asked for every lookup, so each chain is checked on disk once per build."""
-        chain = tuple(x.diff_id for x in state.layers)
-        if chain not in self.unpacked:
-            self.unpacked[chain] = self.layers.unpack_layers(
-                [(x.digest, x.size, x.media_type, x.diff_id) for x in state.layers]
-            )
-        return self.unpacked[chain]
-
     def _execute_run(
         self,
         state: ImageState,
@@ -222,22 +189,24 @@ class RunSteps:
         mounts: list[_Mount],
     ) -> Layer:
         cfg = state.config["config"]
-        lowers = self._lower_names(state)
-        step = Path(tempfile.mkdtemp(prefix="run.", dir=self.work))
+        lowers = self.s.lower_names(state)
+        step = Path(tempfile.mkdtemp(prefix="run.", dir=self.s.work))
         for d in ("upper", "work", "rootfs", "etc", "mounts"):
             (step / d).mkdir()
         # the mount points the set-up makes where the image has nothing are not part of the
         # layer; they are made where their paths lead inside the image
-        stack = self._stack(state)
+        stack = self.s.stack(state)
         created = set()
         for path in STUB_PATHS + tuple(m.target for m in mounts if m.target):
             found = stack.lookup(path)
             if found.st is None:
                 created.add("/".join(found.comps))
+        from imgtool.sandbox.spec import SandboxSpec  # only when a step runs
+
         spec = SandboxSpec(
             argv=argv,
             lower_dirs=lowers,
-            layers_dir=str(self.layers.root),
+            layers_dir=str(self.s.layers.root),
             upper_dir=str(step / "upper"),
             work_dir=str(step / "work"),
             rootfs=str(step / "rootfs"),
@@ -250,21 +219,14 @@ class RunSteps:
             etc_files=_etc_files(step / "etc", network),
             stdin=False,
         )
-        out_fd = None
-        if self.opts.quiet:
-            out_fd = tempfile.TemporaryFile(dir=self.work)  # noqa: SIM115 - closed below
         try:
-            with _redirect(out_fd):
-                outcome = _run_held(spec)
-            if outcome.status != 0:
-                if out_fd is not None:
-                    out_fd.seek(0)
-                    os.write(2, out_fd.read()[-4000:])
+            status = sandboxed.run_step(self.s, spec, ctx.stage.name)
+            if status != 0:
                 raise RunStepFailed(
                     ctx.stage.name,
                     inst.original.splitlines()[0][:200],
-                    outcome.status,
-                    f"{self.file_label}:{inst.line}",
+                    status,
+                    f"{self.s.file_label}:{inst.line}",
                 )
 
             def skip(rel: str) -> bool:
@@ -273,17 +235,17 @@ class RunSteps:
                 )
 
             _prune_mount_points(step / "upper", created, stack)
-            return self._layer_from_dir(step / "upper", skip)
+            return self.s.layer_from_dir(step / "upper", skip)
         finally:
-            if out_fd is not None:
-                out_fd.close()
             with contextlib.suppress(OSError):  # a tree a container wrote: any depth
                 inroot.remove_tree(step)
 
-    def _bind_mounts(self, mounts: list[_Mount], copies: Path) -> list[BindMount]:
+    def _bind_mounts(self, mounts: list[_Mount], copies: Path) -> list[BindMount | TmpfsMount]:
         """What the sandbox mounts; a writable bind gets a copy of its source in the step's
         directory: BuildKit drops what a RUN step writes there, and the context is not the
         step's to change."""
+        from imgtool.sandbox.spec import BindMount, TmpfsMount
+
         out: list[BindMount | TmpfsMount] = []
         for i, m in enumerate(mounts):
             if m.kind == "tmpfs":
@@ -299,43 +261,20 @@ class RunSteps:
                 ):
                     keep = Ownership(None, None)
                     if stat.S_ISDIR(src.st.st_mode):
-                        copy_tree(root.fd, src, dst, str(i), keep, self._skip_of(root))
+                        copy_tree(root.fd, src, dst, str(i), keep, self.s.skip_of(root))
                     else:
                         copy_entry(src, dst, str(i), keep)
             if source:
                 out.append(BindMount(source, m.target, m.readonly))
         return out
 
-    def _layer_from_dir(self, root: Path, skip: Callable[[str], bool] | None = None) -> Layer:
-        from imgtool import compression
-
-        tar_path = self.work / f"layer.{os.getpid()}.{time.monotonic_ns()}.tar"
-        with open(tar_path, "wb") as f:
-            lt = write_layer(root, f, self.epoch, skip)
-        packed = tar_path.with_suffix(".packed")
-        with open(tar_path, "rb") as src, open(packed, "wb") as dst:
-            w = compression.compressing_writer(dst, self.opts.compression)  # type: ignore[arg-type]
-            while chunk := src.read(1 << 20):
-                w.write(chunk)
-            w.close()
-        with open(packed, "rb") as f:
-            digest, size = self.store.write_blob_from(f)
-        tar_path.unlink()
-        packed.unlink()
-        media = mt.OCI_LAYER_ZSTD if self.opts.compression == "zstd" else mt.OCI_LAYER_GZIP
-        return Layer(digest, size, media, lt.diff_id, _timestamp(self.epoch))
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
 
 def _byte_size(text: str) -> int:
-    """A tmpfs size as BuildKit reads it (docker's RAMInBytes): bytes, or a number with a
-    binary unit, 64m, 1.5GiB, 512kb."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text.strip().lower())
-    if m is None:
-        raise BuildError(f"--mount=type=tmpfs size {text!r} is not a size (e.g. 64m)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    """A tmpfs size as BuildKit reads it (checked again once expanded)."""
+    try:
+        return values.byte_size(text)
+    except ValueError as e:
+        raise BuildError(f"--mount=type=tmpfs size {e}") from None
 
 
 def _prune_mount_points(upper: Path, created: set[str], stack: LayerStack) -> None:
@@ -396,25 +335,6 @@ def _is_opaque(where: str) -> bool:
             if os.getxattr(where, f"{ns}.overlay.opaque", follow_symlinks=False) == b"y":
                 return True
     return False
-
-
-def _run_held(spec: SandboxSpec) -> runner.Outcome:
-    """Run a step as `imgtool run` runs a container: in its own cgroup under imgtool/, with
-    the host-wide liveness lock held from before the cgroup exists until it is gone, so that
-    the clean-up of any imgtool kills a step whose imgtool was killed, and only such a step."""
-    step_id = secrets.token_hex(32)
-    liveness.hold(step_id)
-    try:
-        cgroup = Cgroup(step_id, Limits())
-        try:
-            cgroup.create()
-            return runner.run(spec, step_id, cgroup=cgroup)
-        except SandboxError as e:  # the caller names the file, line and step
-            raise BuildError(str(e)) from None
-        finally:
-            cgroup.destroy()
-    finally:
-        liveness.release(step_id)
 
 
 def _etc_files(where: Path, network: str) -> dict[str, str]:

@@ -52,7 +52,7 @@ def read_stdin_context(src: BinaryIO, context_dir: Path) -> bytes | None:
 
     stream = io.BufferedReader(compression.Peeked(head, data), compression.CHUNK)
     try:
-        apply_layer(stream, context_dir, "plain")  # type: ignore[arg-type]
+        apply_layer(stream, context_dir, "plain")
     except LayerError as e:
         raise BuildError(f"stdin: the context tar: {e}") from None
     except (OSError, EOFError, ValueError) as e:

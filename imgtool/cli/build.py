@@ -123,7 +123,7 @@ def build(
         raise click.UsageError("--check reads a context directory or -f, not stdin")
     opts = BuildOptions(
         context=Path(context),
-        stdin=click.get_binary_stream("stdin") if from_stdin else None,
+        stdin=sys.stdin.buffer if from_stdin else None,
         file=Path(file_) if file_ else None,
         tags=list(tags),
         target=target,
@@ -138,23 +138,18 @@ def build(
         quiet=quiet,
         output=lambda line: click.echo(line, err=True),
     )
-    if check_only:
-        from imgtool.containerfile.parser import parse
+    if check_only:  # parse, type and plan: everything refused before a step runs
+        from imgtool.builder.engine import check
 
         label, text = read_containerfile(opts)
-        parsed = parse(text, label)
+        plan = check(text, label, opts, opts.output)
         shown = opts.file or opts.context / label
-        click.echo(f"{shown}: {len(parsed.instructions)} instructions, no errors")
+        count = sum(1 + len(st.instructions) for st in plan.stages)
+        click.echo(f"{shown}: {count} instructions in {len(plan.stages)} stages, no errors")
         return
-    from imgtool.errors import RunStepFailed
-
     _exit_on_termination()  # so that the build's work directory is removed on the way out
-    try:
-        result = do_build(store_of(ctx), opts)
-    except RunStepFailed as e:
-        # the build stops with the failing step's own exit status, as its output says
-        click.echo(f"imgtool: {e}", err=True)
-        sys.exit(min(max(e.status, 1), 255))
+    # a failed RUN ends the command with the step's own status: cli's "build" convention
+    result = do_build(store_of(ctx), opts)
     if iidfile:
         Path(iidfile).write_text(result.image_id)
     if quiet:

@@ -172,7 +172,7 @@ def _continues(body: str, escape: str) -> bool:
 
 
 def _split_flags(rest: str) -> tuple[list[str], str]:
-    flags = []
+    flags: list[str] = []
     while True:
         rest = rest.lstrip()
         if not rest.startswith("--"):
@@ -213,20 +213,14 @@ def _instruction(
         if not _FLAG.match(f):
             raise ContainerfileError(f"bad flag {f!r} for {keyword.upper()}", file=file, line=line)
     inst = Instruction(keyword, [], flags, line)
-    if keyword in JSON_FORM and rest.startswith("["):
-        try:
-            value = json.loads(rest)
-        except ValueError:
-            value = None  # not JSON: the shell form, as BuildKit falls back
+    if keyword in JSON_FORM:
+        value = _maybe_json(rest, keyword.upper(), file, line)
         if value is not None:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ContainerfileError(
-                    f"{keyword.upper()}: the JSON form must be an array of strings: {rest}",
-                    file=file,
-                    line=line,
-                )
             inst.args, inst.json = value, True
             return inst
+    if keyword == "healthcheck":
+        inst.args, inst.json = _healthcheck(rest, file, line)
+        return inst
     if keyword in ("env", "label"):
         inst.args, legacy = _key_values(keyword, rest, file, line, escape)
         if legacy:
@@ -247,7 +241,6 @@ def _args(keyword: str, rest: str, file: str, line: int, escape: str) -> list[st
         "stopsignal",
         "workdir",
         "user",
-        "healthcheck",
     ):
         if keyword in ("stopsignal", "workdir", "user") and not rest:
             raise ContainerfileError(f"{keyword.upper()} needs an argument", file=file, line=line)
@@ -257,14 +250,13 @@ def _args(keyword: str, rest: str, file: str, line: int, escape: str) -> list[st
         if not words:
             raise ContainerfileError("ARG needs a name", file=file, line=line)
         return words
+    words = _fields(rest)  # split on white space only, quotes kept, as BuildKit does
     if keyword == "from":
-        words = _words(rest, escape)
         if not words or len(words) not in (1, 3) or (len(words) == 3 and words[1].lower() != "as"):
             raise ContainerfileError(
                 "FROM takes an image and optionally AS name", file=file, line=line
             )
         return words
-    words = _words(rest, escape)
     if keyword in ("copy", "add") and len(words) < 2 and "<<" not in rest:
         raise ContainerfileError(
             f"{keyword.upper()} needs a source and a destination", file=file, line=line
@@ -272,6 +264,43 @@ def _args(keyword: str, rest: str, file: str, line: int, escape: str) -> list[st
     if keyword in ("expose", "volume") and not words:
         raise ContainerfileError(f"{keyword.upper()} needs an argument", file=file, line=line)
     return words
+
+
+def _fields(rest: str) -> list[str]:
+    return re.split(r"[ \t\v\f\r]+", rest.strip()) if rest.strip() else []
+
+
+def _maybe_json(text: str, what: str, file: str, line: int) -> list[str] | None:
+    """The JSON form's strings; None when `text` is no JSON (then it is the shell form);
+    JSON that is not an array of strings is an error."""
+    if not text.startswith("["):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None  # not JSON: the shell form, as BuildKit falls back
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ContainerfileError(
+            f"{what}: the JSON form must be an array of strings: {text}", file=file, line=line
+        )
+    return value
+
+
+def _healthcheck(rest: str, file: str, line: int) -> tuple[list[str], bool]:
+    """HEALTHCHECK's type (CMD, NONE…) and its command: one shell string or the JSON form's
+    strings (then True)."""
+    kind, _, command = rest.strip().partition(" ")
+    if not kind:
+        return [], False
+    command = command.strip()
+    if not command:
+        return [kind], False
+    argv = _maybe_json(command, "HEALTHCHECK", file, line)
+    if argv is None and command.startswith("["):  # kept from imgtool 1 (BuildKit: a shell)
+        raise ContainerfileError(
+            f"HEALTHCHECK: {kind} is not a valid JSON array: {command}", file=file, line=line
+        )
+    return ([kind, *argv], True) if argv is not None else ([kind, command], False)
 
 
 def _words(rest: str, escape: str) -> list[str]:

@@ -131,7 +131,7 @@ class _Lexer:
 
     def single_quote(self) -> str:
         self.next()
-        out = []
+        out: list[str] = []
         while True:
             ch = self.next()
             if ch == EOF:
@@ -144,7 +144,7 @@ class _Lexer:
 
     def double_quote(self) -> str:
         self.next()
-        out = []
+        out: list[str] = []
         while True:
             ch = self.peek()
             if ch == EOF:

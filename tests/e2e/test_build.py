@@ -409,3 +409,22 @@ def test_gc_removes_the_work_directory_of_a_killed_build(
     assert len(list(work.glob("build.*"))) == 1
     assert imgtool("gc").code == 0
     assert list(work.glob("build.*")) == []
+
+
+def test_check_refuses_what_would_fail_mid_build(tmp_path: Path) -> None:
+    """`build --check` runs parse, typing and the stage plan: a bad flag, a bad value or a
+    cycle is refused there, before anything runs (it used to pass these)."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for text, needle in [
+        ("FROM busybox\nRUN --bogus=1 true\n", "Containerfile:2: unknown flag --bogus for RUN"),
+        ("FROM busybox\nEXPOSE abc\n", "Containerfile:2: EXPOSE: invalid port 'abc'"),
+        ("FROM busybox AS a\nCOPY --from=b /x /x\nFROM busybox AS b\n", "circular dependency"),
+        ("FROM busybox\nRUN --mount=type=cache true\n", "needs a target"),
+    ]:
+        (ctx / "Containerfile").write_text(text)
+        r = imgtool("build", "--check", str(ctx))
+        assert r.code == 1 and needle in r.err and r.err.count("\n") == 1, (text, r.err)
+    (ctx / "Containerfile").write_text("FROM busybox AS a\nFROM scratch\nCOPY --from=a /x /x\n")
+    r = imgtool("build", "--check", str(ctx))
+    assert r.code == 0 and "3 instructions in 2 stages, no errors" in r.out, r.err

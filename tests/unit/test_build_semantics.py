@@ -16,8 +16,8 @@ import pytest
 
 from imgtool import oci
 from imgtool.builder import BuildOptions, build, workspace
-from imgtool.builder.filemode import parse_mode
 from imgtool.cleanup import gc
+from imgtool.containerfile.filemode import parse_mode
 from imgtool.errors import ContainerfileError, ImgtoolError
 from imgtool.store import Store
 
@@ -217,17 +217,17 @@ def test_legacy_label_builds_with_a_warning(tmp_path: Path) -> None:
 
 def _key_payloads(tmp_path: Path, n: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The size of what each ENV step's cache key hashes, and of the environment it reads."""
-    from imgtool.builder import engine
+    from imgtool.builder import config_steps
 
     sizes: list[int] = []
-    real = engine._key
+    real = config_steps._key
 
     def spy(*parts: object) -> str:
         if len(parts) > 1 and parts[1] == "ENV":
             sizes.append(len(repr(parts[2:])))
         return real(*parts)
 
-    monkeypatch.setattr(engine, "_key", spy)
+    monkeypatch.setattr(config_steps, "_key", spy)
     d = tmp_path / str(n)
     d.mkdir()
     _build(d, "FROM scratch\nENV V=v\n" + "".join(f"ENV V{i}=x$V\n" for i in range(n)))
@@ -242,9 +242,9 @@ def test_an_env_step_costs_the_same_after_many(
     from imgtool.builder import common
 
     parsed = 0
-    real_env = common.ImageState.env.fget
+    real_env = common.ImageState.__dict__["env"].fget
 
-    def counting_env(self):  # type: ignore[no-untyped-def]
+    def counting_env(self: common.ImageState) -> dict[str, str]:
         nonlocal parsed
         parsed += int(self._env is None)
         return real_env(self)
