@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
-"""Pull a multi-layer image (>= 100 MB) from a local registry with imgtool and with skopeo, in
-the same run, and print both wall times, the ratio and imgtool's peak RSS.
+"""Pull from a local registry with imgtool and with skopeo, in the same run, alternating who
+goes first, and print both wall times and the ratio:
 
-    python3 benchmarks/pull.py [--layers 4] [--mib 30] [--runs 3]
+    fresh pull     `imgtool pull` (which, as root, also unpacks every layer as it arrives:
+                   ready to run) next to `skopeo copy docker://... oci:DIR` (no unpack)
+    re-pull        `imgtool pull` of an image already in the store (one manifest HEAD) next
+                   to `skopeo inspect docker://...`
 
-Targets (issue 2): imgtool's wall time at most skopeo's; peak RSS under 150 MB.
+Images: "big" (layers of random bytes, --layers x --mib) and "debian" (fixtures' debootstrap
+minbase image, three layers). Also printed: imgtool's peak RSS and `python -X importtime`'s
+total for a re-pull (what start-up costs before any byte moves).
+
+    python3 benchmarks/pull.py [--image debian big] [--layers 4] [--mib 32 128] [--runs 5]
+
+Targets (issue 13): fresh pull <= 0.8x skopeo copy; re-pull <= 1.5x skopeo inspect.
 """
 
 from __future__ import annotations
@@ -47,33 +56,50 @@ def main() -> None:
         help="layer sizes to measure, one image each",
     )
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--image", nargs="+", default=["debian", "big"], choices=["debian", "big"])
     args = ap.parse_args()
-    for mib in args.mib:
-        bench(args.layers, mib, args.runs)
+    for image in args.image:
+        for mib in args.mib if image == "big" else [0]:
+            bench(image, args.layers, mib, args.runs)
 
 
-def bench(layers: int, mib: int, runs: int) -> None:
+def make_image(kind: str, layout: Path, layers: int, mib: int) -> None:
+    """In a child process: a fork inherits this process's peak RSS, which would then be
+    counted as imgtool's."""
+    cmd = [sys.executable, str(REPO / "fixtures" / "make_images.py"), kind, str(layout)]
+    if kind == "big":
+        cmd += ["--layers", str(layers), "--mib", str(mib)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def importtime_ms(cmd: list[str], env: dict[str, str]) -> float:
+    """`python -X importtime`'s cumulative total of the top-level imports, in ms."""
+    r = subprocess.run(
+        [cmd[0], "-X", "importtime", *cmd[1:]], env=env, capture_output=True, text=True
+    )
+    total = 0
+    for line in r.stderr.splitlines():
+        parts = line.split("|")
+        if line.startswith("import time:") and len(parts) == 3 and parts[2].startswith(" "):
+            name = parts[2]
+            if not name.startswith("  ") and parts[1].strip().isdigit():
+                total += int(parts[1])  # a top-level import: its cumulative microseconds
+    return total / 1000
+
+
+def ratio_line(label: str, a: list[float], b: list[float], peer: str, target: float) -> None:
+    ma, mb = statistics.median(a), statistics.median(b)
+    print(f"  {label:<10} imgtool median {ma * 1000:7.0f} ms   {peer} median {mb * 1000:7.0f} ms")
+    print(f"  {'':<10} ratio imgtool/{peer.split()[0]} {ma / mb:.2f}  (target <= {target:.2f})")
+
+
+def bench(kind: str, layers: int, mib: int, runs: int) -> None:
     if not shutil.which("skopeo") or not shutil.which("docker-registry"):
         raise SystemExit("needs Debian's skopeo and docker-registry")
     work = Path(tempfile.mkdtemp(prefix="imgtool-bench-"))
     try:
-        # made in a child process: a fork inherits this process's peak RSS, which would then
-        # be counted as imgtool's
         layout = work / "layout"
-        subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "fixtures" / "make_images.py"),
-                "big",
-                str(layout),
-                "--layers",
-                str(layers),
-                "--mib",
-                str(mib),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        make_image(kind, layout, layers, mib)
         size = sum(p.stat().st_size for p in (layout / "blobs/sha256").iterdir())
         reg = Registry(work / "registry").start()
         try:
@@ -83,56 +109,47 @@ def bench(layers: int, mib: int, runs: int) -> None:
                     "copy",
                     "--quiet",
                     f"oci:{layout}:latest",
-                    f"docker://{reg.host}/bench/big:latest",
+                    f"docker://{reg.host}/bench/img:latest",
                     "--dest-tls-verify=false",
                 ],
                 check=True,
             )
-            ref = f"{reg.host}/bench/big:latest"
+            ref = f"{reg.host}/bench/img:latest"
             env = {**os.environ, "HOME": str(work / "home")}
-            mine, theirs, rss = [], [], []
+            env.pop("PYTHONDONTWRITEBYTECODE", None)  # as a user runs it: byte-compiled
+            fresh: tuple[list[float], list[float]] = ([], [])
+            again: tuple[list[float], list[float]] = ([], [])
+            rss: list[int] = []
+            inspect = ["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"]
             for i in range(runs):
-                # alternate who goes first, so that neither always meets a warmer cache
                 store, out = work / f"store{i}", work / f"skopeo{i}"
-                mine_cmd = [
-                    sys.executable,
-                    "-m",
-                    "imgtool",
-                    "--root",
-                    str(store),
-                    "pull",
-                    "-q",
-                    ref,
-                ]
-                skopeo_cmd = [
-                    "skopeo",
-                    "copy",
-                    "--quiet",
-                    "--src-tls-verify=false",
-                    f"docker://{ref}",
-                    f"oci:{out}:latest",
-                ]
+                mine_cmd = [sys.executable, "-m", "imgtool", "--root", str(store), "pull", "-q"]
+                mine_cmd.append(ref)
+                skopeo_cmd = ["skopeo", "copy", "--quiet", "--src-tls-verify=false"]
+                skopeo_cmd += [f"docker://{ref}", f"oci:{out}:latest"]
+                # alternate who goes first, so that neither always meets a warmer cache
                 for who in (0, 1) if i % 2 == 0 else (1, 0):
                     if who == 0:
                         wall, peak = timed(mine_cmd, env)
-                        mine.append(wall)
+                        fresh[0].append(wall)
                         rss.append(peak)
+                        again[0].append(timed(mine_cmd, env)[0])
                     else:
-                        theirs.append(timed(skopeo_cmd, env)[0])
-                shutil.rmtree(store)
+                        fresh[1].append(timed(skopeo_cmd, env)[0])
+                        again[1].append(timed(inspect, env)[0])
+                if i < runs - 1:
+                    shutil.rmtree(store)
                 shutil.rmtree(out)
+            imports = importtime_ms(mine_cmd, env)
         finally:
             reg.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    a, b = statistics.median(mine), statistics.median(theirs)
-    print(f"image: {layers} layers, {size / 1e6:.1f} MB compressed, {runs} runs")
-    print(f"imgtool pull          median {a:.2f} s   (runs: {', '.join(f'{x:.2f}' for x in mine)})")
-    print(
-        f"skopeo copy -> oci:   median {b:.2f} s   (runs: {', '.join(f'{x:.2f}' for x in theirs)})"
-    )
-    print(f"ratio imgtool/skopeo  {a / b:.2f}  (target <= 1.00)")
-    print(f"imgtool peak RSS      {max(rss) / 1e6:.0f} MB  (target < 150 MB)")
+    shape = "debootstrap minbase + 2 small" if kind == "debian" else f"{layers} x {mib} MiB random"
+    print(f"image {kind}: {shape} layers, {size / 1e6:.1f} MB compressed, {runs} runs")
+    ratio_line("fresh pull", *fresh, "skopeo copy -> oci:", 0.8)
+    ratio_line("re-pull", *again, "skopeo inspect", 1.5)
+    print(f"  imgtool peak RSS {max(rss) / 1e6:.0f} MB; re-pull import time {imports:.0f} ms")
 
 
 if __name__ == "__main__":

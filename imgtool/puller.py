@@ -8,6 +8,8 @@ interrupted or failed pull leaves the store's names exactly as they were.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from imgtool import mediatypes as mt
@@ -21,6 +23,8 @@ from imgtool.errors import (
     RegistryUnavailable,
     SpecError,
 )
+from imgtool.layer.arriving import Arrival
+from imgtool.layer.unpacked import LayerStore
 from imgtool.progress import Callback, Event, ignore
 from imgtool.reference import Reference
 from imgtool.registry import config as regconf
@@ -136,29 +140,43 @@ class _Fetcher:
         self.fetched += len(got.raw)
         return parsed
 
-    def blob(self, desc: oci.Descriptor) -> None:
+    def blob(self, desc: oci.Descriptor, arrival: Arrival | None = None) -> None:
+        """Fetch a blob into the store, verified; an `arrival` lets a reader follow it."""
         short = desc.digest.split(":", 1)[1][:12]
         progress = self.opts.progress
         if self.store.has_blob(desc.digest):
+            if arrival is not None:
+                arrival.stored(str(self.store.blob_path(desc.digest)))
             progress(Event("exists", short, desc.size, desc.size))
             return
-        with self.store.ingest(desc.digest, desc.size) as sink:
-            if sink.already_done:  # another process fetched it while we waited
+        with self.store.ingest(desc.digest, desc.size) as ingest:
+            if ingest.already_done:  # another process fetched it while we waited
+                if arrival is not None:
+                    arrival.stored(str(self.store.blob_path(desc.digest)))
                 progress(Event("exists", short, desc.size, desc.size))
                 return
-            progress(Event("start", short, sink.offset, desc.size))
-            done = [sink.offset]
+            progress(Event("start", short, ingest.offset, desc.size))
+            done = [ingest.offset]
 
             def on_bytes(n: int) -> None:
                 done[0] += n
                 self.fetched += n
                 progress(Event("bytes", short, done[0], desc.size))
 
+            sink = ingest if arrival is None else arrival.sink(ingest)
             self.client.download_blob(self.repository, desc.digest, sink, on_bytes)
-            sink.commit()
+            ingest.commit()
         progress(Event("done", short, desc.size, desc.size))
 
-    def blobs(self, descs: list[oci.Descriptor]) -> None:
+    def _arrive(self, desc: oci.Descriptor, arrival: Arrival) -> None:
+        try:
+            self.blob(desc, arrival)
+        except BaseException as e:
+            arrival.fail(e)
+            raise
+        arrival.finish()
+
+    def blobs(self, descs: Sequence[oci.Descriptor]) -> None:
         unique = list({d.digest: d for d in descs}.values())
         if len(unique) <= 1 or self.opts.max_concurrent <= 1:
             for d in unique:
@@ -171,6 +189,42 @@ class _Fetcher:
             futures = [pool.submit(self.blob, d) for d in unique]
             for f in futures:
                 f.result()  # the first failure is raised; the others finish or fail alone
+
+    def layers(self, m: oci.Manifest, diff_ids: list[str]) -> None:
+        """Download the layers in parallel and unpack each as its bytes arrive, lowest first
+        (a layer's directory depends on those below it), so that `run` finds them ready.
+        Nothing unpacked is visible before its blob is verified and stored."""
+        if len(diff_ids) != len(m.layers):
+            raise SpecError(
+                f"{self.repository}: the config names {len(diff_ids)} layers, the manifest "
+                f"{len(m.layers)}"
+            )
+        layers = LayerStore(self.store)
+        todo = [
+            (d.digest, d.size, d.media_type, diff_id)
+            for d, diff_id in zip(m.layers, diff_ids, strict=True)
+        ]
+        missing = {d.digest: d for d in m.layers if not self.store.has_blob(d.digest)}
+        if not missing:
+            layers.unpack_layers(todo)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        arrivals = {digest: Arrival(f"layer {digest}") for digest in missing}
+        pool = ThreadPoolExecutor(max_workers=max(1, self.opts.max_concurrent))
+        try:
+            futures = [pool.submit(self._arrive, d, arrivals[d.digest]) for d in missing.values()]
+            try:
+                layers.unpack_layers(todo, arrivals)
+            finally:
+                pool.shutdown(cancel_futures=True)  # what has not started never will
+            for f in futures:
+                if not f.cancelled():
+                    f.result()
+        finally:
+            pool.shutdown()
+            for a in arrivals.values():
+                a.close()
 
 
 def _pull_from(
@@ -196,7 +250,10 @@ def _pull_from(
     config = oci.ImageConfig.from_json(store.read_blob(m.config.digest))
     if opts.platform is not None and not _platform_matches(config.platform, wanted):
         raise SpecError(f"{ref} is for {config.platform}, not {wanted}")
-    fetcher.blobs(m.layers)
+    if _unpacks_layers():
+        fetcher.layers(m, config.diff_ids)
+    else:
+        fetcher.blobs(m.layers)
     annotations = {INDEX_DIGEST_ANNOTATION: index_digest} if index_digest else {}
     name = str(ref)
     store.set_ref(name, oci.Descriptor(m.media_type, m.digest, len(m.raw), annotations))
@@ -224,6 +281,12 @@ def _pull_index(
     return PullResult(
         str(ref), index.digest, index.media_type, index.digest, str(ep), fetcher.fetched, "all"
     )
+
+
+def _unpacks_layers() -> bool:
+    """Only root unpacks: overlay whiteouts are character devices (mknod) and opaque
+    directories trusted.* xattrs, and `run`, which uses them, needs root anyway."""
+    return os.geteuid() == 0
 
 
 def _check_manifest(m: oci.Manifest, ref: Reference) -> None:

@@ -119,6 +119,12 @@ class Ingest:
             self.restart()
         os.lseek(self._fd, self.offset, os.SEEK_SET)
 
+    def reader_fd(self) -> int:
+        """A read-only descriptor of the file being written, for a reader that follows the
+        writer with pread (it stays valid after `commit()` renames the file); the caller
+        closes it. A file opened anew, not a dup: a dup would share, and so keep, the lock."""
+        return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+
     def restart(self) -> None:
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from imgtool import inroot
 from imgtool import mediatypes as mt
 from imgtool.digest import sha256_hex
 from imgtool.errors import ImgtoolError, LayerError
+from imgtool.layer.arriving import Arrival
 from imgtool.store import Store, StoredImage
 from imgtool.verify import VerifyingReader
 
@@ -103,16 +105,29 @@ class LayerStore:
             ]
         )
 
-    def unpack_layers(self, layers: list[tuple[str, int, str, str]]) -> list[str]:
+    def unpack_layers(
+        self,
+        layers: list[tuple[str, int, str, str]],
+        arriving: Mapping[str, Arrival] | None = None,
+    ) -> list[str]:
         """Unpack the (blob digest, size, media type, diff_id) layers of one image (all of
-        them, lowest first) that are not unpacked yet; returns their keys (ChainIDs)."""
+        them, lowest first) that are not unpacked yet; returns their keys (ChainIDs). A layer
+        whose blob is in `arriving` (by digest) is applied as its bytes are downloaded; the
+        others are read from the store. One at a time, lowest first: a layer's directory
+        depends on the ones below it (see the module's docstring)."""
         keys = chain_ids([layer[3] for layer in layers])
         for i, (digest, size, media_type, diff_id) in enumerate(layers):
             if self.has(keys[i]):
                 continue
             with self._lock(keys[i]):
-                if not self.has(keys[i]):
-                    self._unpack_one(digest, size, media_type, diff_id, keys[: i + 1])
+                if self.has(keys[i]):
+                    continue
+                arrival = (arriving or {}).get(digest)
+                if arrival is None:
+                    fill = functools.partial(self._apply_blob, digest, size, media_type, diff_id)
+                else:
+                    fill = functools.partial(_apply_arriving, arrival, media_type, diff_id)
+                self._unpack_one(digest, keys[: i + 1], fill)
         return keys
 
     def _apply_blob(
@@ -167,9 +182,11 @@ class LayerStore:
             raise
 
     def _unpack_one(
-        self, digest: str, size: int, media_type: str, diff_id: str, chain: list[str]
+        self, digest: str, chain: list[str], fill: Callable[[Path, str, list[Path]], None]
     ) -> None:
-        """Unpack the top layer of `chain` (keys, lowest first) over the layers below it."""
+        """Unpack the top layer of `chain` (keys, lowest first) over the layers below it:
+        `fill(dest, format, lowers)` applies it to a temporary directory, renamed into
+        place only when it returned (the blob and the diff_id verified)."""
         key = chain[-1]
         tmp = self.root / "tmp" / f"{self.short_name(key)}.{os.getpid()}"
         lowers = [self.diff_dir(k) for k in reversed(chain[:-1])]
@@ -177,7 +194,7 @@ class LayerStore:
             if tmp.exists():
                 _rmtree(tmp)
             (tmp / "diff").mkdir(parents=True)
-            self._apply_blob(digest, size, media_type, diff_id, tmp / "diff", "overlay", lowers)
+            fill(tmp / "diff", "overlay", lowers)
             final = self.path(key)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, final)
@@ -208,6 +225,36 @@ class LayerStore:
                 _rmtree(d, ignore_errors=True)
             removed.append(key)
         return removed
+
+
+def _apply_arriving(
+    arrival: Arrival, media_type: str, diff_id: str, dest: Path, fmt: str, lowers: list[Path]
+) -> None:
+    """Apply a layer as its blob arrives. The download hashes the compressed bytes (once);
+    here the uncompressed ones are checked against the diff_id, and the end of the stream
+    comes only when the blob is verified and stored. When the apply fails, a failed download
+    is the error to report: a bad blob is why its tar is bad."""
+    from imgtool import compression  # zstandard: only when a layer is unpacked
+    from imgtool.layer.apply import apply_layer
+
+    kind = mt.layer_compression(media_type)
+    packed = arrival.reader()
+    try:
+        codec = None if kind == "unknown" else kind
+        plain = VerifyingReader(
+            compression.open_decompressed(packed, codec),  # type: ignore[arg-type]
+            diff_id,
+            None,
+            f"{arrival.what} (uncompressed, diff_id)",
+        )
+        apply_layer(plain, dest, fmt, lowers)  # type: ignore[arg-type]
+        plain.drain()  # tar writers leave padding after the end-of-archive blocks
+        packed.drain()  # returns once the blob is verified and in the store
+    except Exception:
+        failed = arrival.outcome()
+        if failed is not None:
+            raise failed from None
+        raise
 
 
 def _first_missing(path: Path) -> Path | None:

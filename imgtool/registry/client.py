@@ -200,7 +200,7 @@ class _Transport(requests.adapters.HTTPAdapter):
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> Any:  # (host parameters, pool keyword arguments): TypedDicts of types-requests
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify)
         if host_params["scheme"] == "https":
             pool_kwargs = {"cert_reqs": pool_kwargs["cert_reqs"], "ssl_context": self.context()}
@@ -340,6 +340,38 @@ class RegistryClient:
             self.options.notice(f"the TLS certificate of {self.host} is not verified (insecure)")
         self.base_url = f"{scheme}://{self.host}"
 
+    def _first_without_ping(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None,
+        query: dict[str, str] | None,
+        stream: bool,
+    ) -> requests.Response | None:
+        """The first request to a registry asked for plain HTTP first (localhost or insecure,
+        on an explicit port), sent without the ping: when the registry answers it as one,
+        anonymously, it is the answer and `/v2/` is never asked (a re-pull is one HEAD, as
+        skopeo's). Anything else (a challenge, no answer, not a registry) is discarded and
+        the ping decides as always."""
+        if self.base_url or "://" in path or method not in ("GET", "HEAD"):
+            return None
+        if self._schemes()[0] != "http":
+            return None
+        if self.challenge is not None or self.options.credentials is not None:
+            return None
+        url = f"http://{self.host}{path}"
+        if query:
+            url += "?" + urlencode(query)
+        try:
+            resp = self._follow(method, url, dict(headers or {}), None, stream)
+        except requests.exceptions.RequestException:
+            return None
+        if resp.status_code in (200, 404) and "Docker-Distribution-API-Version" in resp.headers:
+            self.base_url = f"http://{self.host}"
+            return resp
+        _discard(resp)
+        return None
+
     def _ping_with_retries(self, url: str) -> requests.Response:
         """Connection errors are raised at once; 429 and 5xx are retried as any request."""
         delay = self.options.backoff
@@ -450,6 +482,11 @@ class RegistryClient:
     ) -> requests.Response:
         """Send with auth, retries and redirects; `path` is relative to the host or absolute
         (upload locations). Raises a RegistryError unless the status is in `ok`."""
+        first = self._first_without_ping(method, path, headers, query, stream)
+        if first is not None:  # a public plain-HTTP registry: the one round trip asked for
+            if first.status_code not in ok:
+                raise self._error(method, first.url, first)
+            return first
         self.ping()
         url = path if "://" in path else self.base_url + path
         if query:

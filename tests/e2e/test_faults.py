@@ -198,3 +198,86 @@ def test_malformed_inputs_one_line_each(store: Store, isolated_env: Path) -> Non
     (isolated_env / "registries.conf").write_text("[[registry]\n")
     r = imgtool("pull", "busybox")
     assert r.code == 1 and "registries.conf" in r.err
+
+
+class _BlobTamperingProxy(FaultProxy):
+    """Changes the bodies of layer blobs (above 100 kB) as they pass: a byte flipped in the
+    middle, or the tail cut off (with a Content-Length that agrees, so only the size and
+    the digest can tell); or ignores Range, so that a dropped download starts over."""
+
+    tamper: str = "flip"
+
+    def _upstream(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        if self.tamper == "no-range":
+            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
+        status, out, data = super()._upstream(method, path, headers, body)
+        if self.tamper == "no-range":
+            return status, out, data
+        if method == "GET" and "/blobs/sha256:" in path and len(data) > 100_000:
+            mid = len(data) // 2
+            if self.tamper == "flip":
+                data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1 :]
+            else:
+                data = data[:mid]
+        return status, out, data
+
+
+def _nothing_of_the_layer_left(store: Store, before: dict[str, bytes]) -> None:
+    after = _snapshot(store.root)
+    blobs = {k for k in after if k.startswith("blobs")} - set(before)
+    assert all(_is_manifest(after[k]) or len(after[k]) < 100_000 for k in blobs), blobs
+    assert json.loads(after["index.json"])["manifests"] == []
+    assert not any(k.startswith("ingest/") for k in after)
+    layers = store.root / "layers"
+    assert not list((layers / "sha256").glob("*")) if (layers / "sha256").exists() else True
+    assert not list((layers / "tmp").glob("*")) if (layers / "tmp").exists() else True
+    verify_store(store.root)
+
+
+@pytest.mark.parametrize("tamper", ["flip", "truncate"])
+def test_bad_layer_mid_stream_leaves_no_blob_and_no_unpacked_layer(
+    plain_registry: Registry, store: Store, tamper: str
+) -> None:
+    """The layer is unpacked while it downloads: a byte flipped half-way, or a blob cut in
+    half, is refused as the blob it is (one line), and neither the blob, nor an unpacked
+    directory, nor a temporary one is left."""
+    store.init()
+    before = _snapshot(store.root)
+    proxy = _BlobTamperingProxy(plain_registry.host)
+    proxy.tamper = tamper
+    proxy.start()
+    try:
+        r = imgtool("pull", "-q", f"{proxy.host}/library/busybox")
+    finally:
+        proxy.stop()
+    assert r.code == 1
+    assert r.err.count("\n") == 1, r.err
+    assert "blob sha256:" in r.err, r.err
+    assert ("digest mismatch" if tamper == "flip" else "size") in r.err, r.err
+    _nothing_of_the_layer_left(store, before)
+
+
+def test_connection_that_keeps_dropping_leaves_no_unpacked_layer(
+    plain_registry: Registry, store: Store
+) -> None:
+    """A layer whose download is cut half-way every time, from a server that ignores Range
+    (each retry starts over under the reader that is unpacking it): one line; no blob, no
+    unpacked or temporary directory."""
+    proxy = _BlobTamperingProxy(plain_registry.host)
+    proxy.tamper = "no-range"
+    proxy.drop_blobs_after = 500_000
+    proxy.drops = 100
+    proxy.start()
+    try:
+        r = imgtool("pull", "-q", f"{proxy.host}/library/busybox")
+    finally:
+        proxy.stop()
+    assert r.code == 1 and r.err.count("\n") == 1, r.err
+    assert "kept failing" in r.err, r.err
+    layers = store.root / "layers"
+    assert not (layers / "sha256").exists() or not list((layers / "sha256").iterdir())
+    assert not (layers / "tmp").exists() or not list((layers / "tmp").iterdir())
+    assert json.loads((store.root / "index.json").read_text())["manifests"] == []
+    verify_store(store.root)

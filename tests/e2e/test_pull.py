@@ -202,3 +202,43 @@ def test_tag_rmi_gc(plain_registry: Registry, store: Store) -> None:
     assert f"Removed {blobs} blobs" in r.out
     r = imgtool("rmi", "nothing:here")
     assert r.code == 1 and "docker.io/library/nothing:here is not in the store" in r.err
+
+
+def test_pull_leaves_the_layers_unpacked_for_run(plain_registry: Registry, store: Store) -> None:
+    """Ready to run: `pull` unpacks every layer (as its bytes arrive) into its ChainID
+    directory, so the first `run` unpacks nothing."""
+    from imgtool.layer.unpacked import LayerStore, chain_ids
+
+    ref = f"{plain_registry.host}/library/busybox"
+    r = imgtool("pull", ref)
+    assert r.code == 0, r.err
+    image = store.image(f"{ref}:latest")
+    layers = LayerStore(store)
+    keys = chain_ids(image.config.diff_ids)
+    assert all(layers.has(k) for k in keys), keys
+    assert (layers.diff_dir(keys[0]) / "bin" / "busybox").is_file()
+    assert (layers.root / "l" / layers.short_name(keys[-1])).resolve() == layers.diff_dir(keys[-1])
+    stamp = layers.path(keys[-1]).stat().st_mtime_ns
+    assert layers.unpack(image) == keys  # what `run` calls: it finds everything there
+    assert layers.path(keys[-1]).stat().st_mtime_ns == stamp
+    assert not list((layers.root / "tmp").iterdir())
+
+
+def test_repull_of_a_present_image_is_one_head(plain_registry: Registry, store: Store) -> None:
+    """A plain-HTTP registry that answers anonymously: the pull of an image already in the
+    store is one manifest HEAD and nothing else (no /v2/ ping), as skopeo inspect's."""
+    from tests.support.proxy import FaultProxy
+
+    proxy = FaultProxy(plain_registry.host).start()
+    try:
+        ref = f"{proxy.host}/library/busybox:latest"
+        assert imgtool("pull", ref).code == 0
+        proxy.seen.clear()
+        r = imgtool("pull", ref)
+        assert r.code == 0, r.err
+        again = [(s.method, s.path) for s in proxy.seen]
+        r = imgtool("pull", f"{proxy.host}/library/busybox:nope")
+    finally:
+        proxy.stop()
+    assert again == [("HEAD", "/v2/library/busybox/manifests/latest")]
+    assert r.code == 1 and "manifest for" in r.err and "not found" in r.err, r.err
