@@ -13,6 +13,7 @@ import signal
 import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from imgtool import oci
 from imgtool.containers import Containers, Record, alive, proc_start_time
 from imgtool.errors import ImgtoolError, SandboxError
 from imgtool.layer.unpacked import LayerStore
-from imgtool.sandbox import liveness, runner
+from imgtool.sandbox import liveness, runner, seccomp_cache
 from imgtool.sandbox.cgroups import Cgroup, Limits
 from imgtool.sandbox.spec import (
     CAP_NUMBERS,
@@ -28,6 +29,7 @@ from imgtool.sandbox.spec import (
     BindMount,
     DeviceNode,
     SandboxSpec,
+    TmpfsMount,
     resolve_caps,
 )
 from imgtool.store import Store
@@ -147,13 +149,15 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
     image = store.image(image_name, opts.platform)
     config = dict(image.config.config)
     argv = argv_for(config, opts)
-    mounts = [parse_volume(v) for v in opts.volumes]
+    mounts: list[BindMount | TmpfsMount] = [parse_volume(v) for v in opts.volumes]
     if opts.network not in ("none", "host", "bridge"):
         raise RunError(f"unsupported network {opts.network!r}: use bridge, none or host")
     if (opts.publish or opts.publish_all) and opts.network != "bridge":
         raise RunError("-p/-P need --network bridge")
     caps = _capabilities(opts)
     seccomp = _seccomp_filter(opts.security_opts, opts.privileged, caps)
+    if seccomp == DEFAULT_SECCOMP:  # compiled once per host, kept in the store
+        seccomp = seccomp_cache.default_filter(caps, store.root / "cache" / "seccomp")
     nodes, rules = _devices(opts)
     env_for(config, opts, "")  # its errors before anything exists
     ports = _ports(opts, config, store)
@@ -201,8 +205,6 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
 def _seccomp_filter(options: list[str], privileged: bool, caps: tuple[str, ...]) -> bytes | None:
     """Docker's --security-opt, as far as imgtool has them: the filter to install (the default
     profile's is compiled by the runner), or None for unconfined."""
-    from imgtool.sandbox import seccomp
-
     wanted: bytes | None = None if privileged else DEFAULT_SECCOMP
     for opt in options:
         key, sep, value = opt.partition("=")
@@ -211,6 +213,8 @@ def _seccomp_filter(options: list[str], privileged: bool, caps: tuple[str, ...])
         if key == "seccomp" and value == "unconfined":
             wanted = None
         elif key == "seccomp" and value:
+            from imgtool.sandbox import seccomp  # the compiler: only for a profile of one's own
+
             wanted = seccomp.compile_filter(seccomp.load_profile(value), caps)
         elif key in ("no-new-privileges", "no_new_privs") and value in ("", "true"):
             pass  # always on
@@ -333,8 +337,8 @@ def _detach_network(rec: Record) -> None:
 
 
 def execute(
-    store: Store, rec: Record, spec: SandboxSpec, started: callable | None = None
-) -> runner.Outcome:  # type: ignore[valid-type]
+    store: Store, rec: Record, spec: SandboxSpec, started: Callable[[int], None] | None = None
+) -> runner.Outcome:
     """Run a prepared container to its end, record how it ended, clean up."""
     containers = Containers(store.root)
     cgroup = Cgroup(rec.id, spec.limits, devices=spec.device_rules)

@@ -55,19 +55,11 @@ from imgtool.cli.common import store_of
 def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -> None:
     """Run a command in a new container from IMAGE."""
     from imgtool import oci
-    from imgtool.errors import ImgtoolError
-    from imgtool.runner import RunError, RunOptions, execute, prepare, start_detached
-    from imgtool.sandbox import cgroups
+    from imgtool.api import parse_limits
+    from imgtool.runner import RunOptions, execute, prepare, start_detached
 
-    try:  # docker's status for a bad flag value is 125, as for its other failures
-        limits = cgroups.Limits(
-            cgroups.parse_memory(str(o["memory"])) if o["memory"] is not None else None,
-            cgroups.parse_cpus(str(o["cpus"])) if o["cpus"] is not None else None,
-            cgroups.parse_pids(o["pids_limit"]),  # type: ignore[arg-type]
-        )
-    except ValueError as e:
-        click.echo(f"imgtool: {e}", err=True)
-        sys.exit(125)
+    # a bad value exits 125 as docker's does: cli's "run" convention
+    limits = parse_limits(o["memory"], o["cpus"], o["pids_limit"])  # type: ignore[arg-type]
     opts = RunOptions(
         command=list(command),
         entrypoint=o["entrypoint"],
@@ -95,19 +87,12 @@ def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -
         privileged=bool(o["privileged"]),
     )
     store = store_of(ctx)
-    try:
-        rec, spec = prepare(store, image, opts)
-        if opts.detach:
-            rec = start_detached(store, rec, spec)
-            click.echo(rec.id)
-            return
-        outcome = execute(store, rec, spec)
-    except RunError as e:
-        click.echo(f"imgtool: {e}", err=True)
-        sys.exit(e.status)
-    except ImgtoolError as e:
-        click.echo(f"imgtool: {' '.join(str(e).split())}", err=True)
-        sys.exit(125)
+    rec, spec = prepare(store, image, opts)
+    if opts.detach:
+        rec = start_detached(store, rec, spec)
+        click.echo(rec.id)
+        return
+    outcome = execute(store, rec, spec)
     if outcome.oom_killed:
         click.echo(
             f"imgtool: container {rec.name} was killed: out of memory (limit {o['memory']})",

@@ -12,13 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from imgtool.atomic import atomic_write, flocked
-from imgtool.errors import ImgtoolError
+from imgtool.errors import NetworkError as NetworkError  # raised here; errors.py owns it
+from imgtool.network import links
 
 DEFAULT_SUBNET = "10.89.0.0/24"
-
-
-class NetworkError(ImgtoolError):
-    pass
 
 
 def subnet() -> ipaddress.IPv4Network:
@@ -64,8 +61,6 @@ class Ipam:
         taken last: other hosts' ARP caches still point it at the old container). With
         `hosts` (the container's /etc/hosts on the host), the names of the containers on the
         bridge go into it, and its own name into theirs."""
-        from imgtool.network import links
-
         net = subnet()
         with self._locked() as state:
             for ip, owner in list(state.items()):
@@ -78,7 +73,8 @@ class Ipam:
             for host in candidates[start:] + candidates[:start]:
                 if str(host) in state:
                     continue
-                state[str(host)] = {"id": cid, "name": name, "since": time.time(), "hosts": hosts}
+                since = f"{time.time():.3f}"  # the record holds strings only
+                state[str(host)] = {"id": cid, "name": name, "since": since, "hosts": hosts}
                 (self.dir / "last").write_text(str(host))
                 if hosts:
                     _announce(state, str(host), hostname)

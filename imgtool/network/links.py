@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 from collections.abc import Iterator
 
 from imgtool.atomic import flocked
-from imgtool.errors import SandboxError
+from imgtool.errors import NetworkError, SandboxError
 from imgtool.network import netlink
-from imgtool.network.ipam import NetworkError
 from imgtool.network.netlink import Netlink, NetlinkError
 from imgtool.sandbox import liveness
 
@@ -25,6 +25,9 @@ NETNS_DIR = netlink.NETNS_DIR
 
 def netns_name(cid: str) -> str:
     return f"imgtool-{cid[:12]}"
+
+
+_OUR_NETNS = re.compile(r"imgtool-([0-9a-f]{12})")  # what netns_name() makes of a container id
 
 
 def netns_path(cid: str) -> str:
@@ -143,14 +146,12 @@ def in_use(cid: str) -> bool:
 
 
 def stale() -> list[str]:
-    """Container ids (12 hex) of imgtool namespaces no container uses any more."""
+    """Container ids (12 hex) of imgtool namespaces no container uses any more. Only names of
+    the exact form netns_name() makes count: another tool's (or a test's) `imgtool-whatever`
+    namespace is not ours to remove."""
     if not os.path.isdir(NETNS_DIR):
         return []
-    names = [
-        n[len("imgtool-") :]
-        for n in os.listdir(NETNS_DIR)
-        if n.startswith("imgtool-") and not n.startswith("imgtool-test")
-    ]
+    names = [m.group(1) for n in os.listdir(NETNS_DIR) if (m := _OUR_NETNS.fullmatch(n))]
     return [short for short in names if not in_use(short)]
 
 

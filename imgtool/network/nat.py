@@ -7,11 +7,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
-import socket
-import subprocess
 from dataclasses import dataclass
 
-from imgtool.network.ipam import NetworkError
+from imgtool.errors import NetworkError
+from imgtool.network import netlink
 from imgtool.network.links import BRIDGE
 
 TABLE = "imgtool"
@@ -67,6 +66,8 @@ def _range(text: str) -> list[int]:
 
 
 def free_port(host_ip: str, proto: str) -> int:
+    import socket  # with -p only
+
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host_ip or "0.0.0.0", 0))
@@ -75,6 +76,8 @@ def free_port(host_ip: str, proto: str) -> int:
 
 def check_free(port: Port) -> None:
     """Refuse a host port that something already listens on, before the container starts."""
+    import socket  # with -p only
+
     kind = socket.SOCK_STREAM if port.proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -91,6 +94,8 @@ def check_free(port: Port) -> None:
 def _nft(script: str) -> None:
     if not shutil.which("nft"):
         raise NetworkError("nft (nftables) is not installed: bridge networking needs it")
+    import subprocess  # only to change the table: a run on a made table never starts nft
+
     r = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
     if r.returncode != 0:
         raise NetworkError(f"nft failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -118,8 +123,13 @@ table ip {TABLE} {{
 
 
 def _table_exists() -> bool:
-    r = subprocess.run(["nft", "list", "table", "ip", TABLE], capture_output=True)
-    return r.returncode == 0
+    try:
+        return netlink.nft_table_exists(netlink.NFPROTO_IPV4, TABLE)
+    except (OSError, NetworkError):  # nfnetlink cannot say (a NetlinkError): ask nft
+        import subprocess
+
+        r = subprocess.run(["nft", "list", "table", "ip", TABLE], capture_output=True)
+        return r.returncode == 0
 
 
 def publish(cid: str, address: ipaddress.IPv4Address, ports: list[Port]) -> None:
@@ -140,6 +150,8 @@ def rules_of(cid_prefix: str | None = None) -> list[tuple[str, int, str]]:
     """(chain, handle, comment) of imgtool's container rules (of one container, if given)."""
     if not shutil.which("nft") or not _table_exists():
         return []
+    import subprocess
+
     r = subprocess.run(
         ["nft", "-j", "-a", "list", "table", "ip", TABLE], capture_output=True, text=True
     )

@@ -16,11 +16,13 @@ import socket
 import struct
 from collections.abc import Iterator
 
-from imgtool.errors import SandboxError
-from imgtool.network.ipam import NetworkError
+from imgtool.errors import NetworkError, SandboxError
 from imgtool.sandbox import linux
 
-NETLINK_ROUTE = 0
+NETLINK_ROUTE, NETLINK_NETFILTER = 0, 12
+# nf_tables over nfnetlink (<linux/netfilter/nf_tables.h>): the one question run asks of it
+NFNL_SUBSYS_NFTABLES, NFT_MSG_GETTABLE, NFTA_TABLE_NAME = 10, 1, 1
+NFPROTO_IPV4 = 2
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x200, 0x400, 0x300
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -91,18 +93,18 @@ class Netlink:
     """One NETLINK_ROUTE socket, in this thread's network namespace or in the one at `netns`
     (a socket stays in the namespace it was made in: we enter it only to make the socket)."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, protocol: int = NETLINK_ROUTE) -> None:
         self.seq = 0
         if netns is None:
-            self.sock = self._socket()
+            self.sock = self._socket(protocol)
             return
         with _back_home():
             linux.setns(netns, linux.CLONE_NEWNET)
-            self.sock = self._socket()
+            self.sock = self._socket(protocol)
 
     @staticmethod
-    def _socket() -> socket.socket:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    def _socket(protocol: int) -> socket.socket:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
         s.bind((0, 0))
         return s
 
@@ -118,7 +120,7 @@ class Netlink:
         self.seq += 1
         flags |= NLM_F_REQUEST | (0 if flags & NLM_F_DUMP == NLM_F_DUMP else NLM_F_ACK)
         self.sock.send(_HDR.pack(_HDR.size + len(body), kind, flags, self.seq, 0) + body)
-        out = []
+        out: list[tuple[int, bytes]] = []
         while True:
             data = self.sock.recv(1 << 16)
             for mtype, seq, payload in _messages(data):
@@ -289,3 +291,18 @@ def delete_netns(name: str) -> bool:
     except FileNotFoundError:
         pass
     return mounted
+
+
+def nft_table_exists(family: int, name: str) -> bool:
+    """Whether nftables has the table `name` of `family` (NFPROTO_IPV4: `ip`), asked over
+    nfnetlink: the `nft list table` it replaces costs a process and its library's start-up on
+    every `run`. Raises NetlinkError (or OSError without nfnetlink) when the kernel cannot say."""
+    body = struct.pack("=BBH", family, 0, 0) + attr(NFTA_TABLE_NAME, name)  # nfgenmsg, v0
+    with Netlink(protocol=NETLINK_NETFILTER) as nl:
+        try:
+            kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE
+            return bool(nl.request(kind, 0, body, f"nftables table {name}"))
+        except NetlinkError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise

@@ -303,7 +303,7 @@ def kill_all(d: Path, seconds: float = 2) -> bool:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         finally:
-            if frozen:
+            if frozen and freezer is not None:
                 _freeze(freezer, False)
         _wait_empty(d, min(deadline, time.monotonic() + 0.1))
     return True
@@ -312,6 +312,13 @@ def kill_all(d: Path, seconds: float = 2) -> bool:
 def remove_dir(d: Path) -> None:
     """Kill whatever is left in cgroup `d` (kill_all), then remove it and anything made below
     it. Gives up after a few seconds: the cgroup stays, stale, for the next command to retry."""
+    try:  # the common case, in one call: nothing left in it, nothing made below it
+        d.rmdir()
+        return
+    except FileNotFoundError:
+        return
+    except OSError:  # busy: a process, or a cgroup below it
+        pass
     kill_all(d)
     for attempt in range(10):
         try:

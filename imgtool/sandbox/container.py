@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from imgtool import inroot
 from imgtool.errors import SandboxError
-from imgtool.sandbox import linux, seccomp
+from imgtool.sandbox import linux
 from imgtool.sandbox.spec import (
     CAP_NUMBERS,
     MASKED_PATHS,
@@ -357,7 +357,7 @@ def capabilities_and_user(spec: SandboxSpec) -> tuple[int, int]:
     if spec.no_new_privs:
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     if spec.seccomp is not None:  # last, as runc: a strict profile cannot break the set-up
-        seccomp.install(spec.seccomp)  # (without no_new_privs this needs CAP_SYS_ADMIN)
+        linux.install_seccomp(spec.seccomp)  # (without no_new_privs: CAP_SYS_ADMIN)
     return uid, gid
 
 

@@ -187,6 +187,22 @@ def loopback_up() -> None:
         s.close()
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+def install_seccomp(program: bytes) -> None:
+    """Install a classic-BPF seccomp `program` (seccomp.compile_filter's) on this thread and
+    what it execs. Needs no_new_privs or CAP_SYS_ADMIN. Imports nothing: the caller may stand
+    in a root without Python. Raises SandboxError when the kernel refuses it."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
+
+
 def set_controlling_tty(fd: int) -> None:
     import termios
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from imgtool.errors import SandboxError
-from imgtool.sandbox import container, linux, seccomp
+from imgtool.sandbox import container, linux
 from imgtool.sandbox.cgroups import Cgroup
 from imgtool.sandbox.spec import DEFAULT_SECCOMP, SandboxSpec
 
@@ -232,7 +232,9 @@ def run(
     """Run the sandbox to its end. Raises SandboxError when the set-up failed (exec failures
     included: `.errno` ENOENT for a command not found). Completes `spec` first: the default
     seccomp filter compiled for its capabilities, the cgroup hierarchies it will see."""
-    if spec.seccomp == DEFAULT_SECCOMP:
+    if spec.seccomp == DEFAULT_SECCOMP:  # `imgtool run` brings it compiled (seccomp_cache)
+        from imgtool.sandbox import seccomp
+
         spec.seccomp = seccomp.compile_filter(seccomp.default_profile(), spec.caps)
     if cgroup is not None:
         spec.cgroup_hierarchies = cgroup.hierarchies()

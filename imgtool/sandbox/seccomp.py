@@ -19,7 +19,6 @@ Where the semantics are not obvious:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import os
@@ -27,7 +26,10 @@ import re
 from collections.abc import Iterable
 
 from imgtool.errors import SandboxError
-from imgtool.sandbox import linux, seccomp_bpf, seccomp_profile, seccomp_syscalls
+from imgtool.sandbox import seccomp_bpf, seccomp_profile, seccomp_syscalls
+
+# installing lives with the other ctypes calls, where the container imports it without the compiler
+from imgtool.sandbox.linux import install_seccomp as install  # noqa: F401
 from imgtool.sandbox.seccomp_bpf import AbiPlan, Decision
 from imgtool.sandbox.seccomp_profile import Profile, Rule
 
@@ -165,19 +167,3 @@ def _precedence(action: int) -> int:
 def kernel_version() -> tuple[int, int]:
     m = re.match(r"(\d+)\.(\d+)", os.uname().release)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-
-
-def install(program: bytes) -> None:
-    """Install `program` (from compile_filter) on this thread and what it execs. Needs
-    no_new_privs or CAP_SYS_ADMIN. Imports nothing: the caller may stand in a root without
-    Python. Raises SandboxError when the kernel refuses it."""
-    buf = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
-    linux.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))

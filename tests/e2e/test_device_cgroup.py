@@ -220,6 +220,23 @@ def _wait_for_processes(d: Path, n: int) -> None:
     raise AssertionError(f"fewer than {n} processes in {d}")
 
 
+def test_an_empty_cgroup_goes_with_one_rmdir(
+    make_cgroup: Callable[..., cgroups.Cgroup], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a container's last process is gone, its cgroups are removed at once: no kill, no
+    listing of processes on the way (run --rm waits for this); a busy one still takes the long
+    way (test_an_orphaned_cgroup_is_stale_and_its_processes_are_killed)."""
+    group = make_cgroup()
+
+    def no_kill(d: Path, seconds: float = 2) -> bool:
+        raise AssertionError(f"kill_all({d}) for an empty cgroup")
+
+    monkeypatch.setattr(cgroups, "kill_all", no_kill)
+    for d in group.dirs:
+        cgroups.remove_dir(d)
+        assert not d.exists()
+
+
 def test_kill_all_stops_a_forking_cgroup(make_cgroup: Callable[..., cgroups.Cgroup]) -> None:
     group = make_cgroup()
     pid = _start_forking(group.add)

@@ -77,3 +77,33 @@ def test_namespace_veth_address_and_route_as_ip_sees_them(netns: str) -> None:
     assert netlink.delete_netns(name)  # the veth pair goes with the namespace
     assert veths_left(host) == []
     assert not netlink.delete_netns(name)
+
+
+def _in_netns(path: str, fn):
+    with netlink._back_home():
+        from imgtool.sandbox import linux
+
+        linux.setns(path, linux.CLONE_NEWNET)
+        return fn()
+
+
+def test_nft_table_lookup_agrees_with_nft(netns: str) -> None:
+    """`run` asks nfnetlink whether imgtool's table exists instead of starting `nft list`: the
+    answer must be nft's, for the namespace it is asked in (tables are per namespace)."""
+    from tests.support.tools import require_tool
+
+    nft = require_tool("nft", "nftables")
+    name = os.path.basename(netns)
+
+    def exists(table: str) -> bool:
+        return _in_netns(netns, lambda: netlink.nft_table_exists(netlink.NFPROTO_IPV4, table))
+
+    assert not exists("imgtool")
+    subprocess.run(["ip", "netns", "exec", name, nft, "add", "table", "ip", "imgtool"], check=True)
+    assert exists("imgtool")
+    assert not exists("imgtool2")
+    assert not _in_netns(netns, lambda: netlink.nft_table_exists(10, "imgtool"))  # inet: another
+    subprocess.run(
+        ["ip", "netns", "exec", name, nft, "delete", "table", "ip", "imgtool"], check=True
+    )
+    assert not exists("imgtool")

@@ -119,6 +119,31 @@ def test_seccomp_refuses_user_namespaces(busybox: str) -> None:
     assert r.code == 125 and "/nonexistent/profile.json" in r.err and r.err.count("\n") == 1
 
 
+def test_seccomp_program_comes_from_the_store_cache_only_when_trusted(
+    busybox: str, store: Store
+) -> None:
+    """`run` keeps the compiled default filter in the store and reads it back; a cache file
+    anyone else could have written (here: an allow-all program, world-writable) is never
+    installed: the container stays confined and the file is replaced by the real program."""
+    import struct
+
+    from imgtool.sandbox import seccomp_cache
+
+    script = "unshare -U -r id -u; echo rc=$?"
+    r = sh(busybox, script, "--network", "none")
+    assert "rc=1" in r.out, (r.out, r.err)
+    (cached,) = (store.root / "cache" / "seccomp").glob("*.bpf")
+    program = seccomp_cache.read(cached.parent, cached.stem)
+    assert program is not None and len(program) > 100 * 8
+    allow_all = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)
+    cached.write_bytes(seccomp_cache.encode(allow_all))
+    cached.chmod(0o666)
+    r = sh(busybox, script, "--network", "none")
+    assert "rc=1" in r.out, (r.out, r.err)  # still refused: the planted file was not used
+    assert seccomp_cache.read(cached.parent, cached.stem) == program
+    assert cached.stat().st_mode & 0o777 == 0o600
+
+
 def test_network_none_and_host(busybox: str) -> None:
     r = sh(busybox, "ls /sys/class/net", "--network", "none")
     assert r.out.split() == ["lo"]

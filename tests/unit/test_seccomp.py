@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import random
 import re
 import struct
@@ -781,3 +782,143 @@ def test_numbers_match_the_kernel_headers(arch: int) -> None:
     past = {n: nr for n, nr in TABLE[arch].items() if n not in defined}
     assert all(nr > max(defined.values()) or n in ("uretprobe", "uprobe") for n, nr in past.items())
     assert len(set(TABLE[arch].values())) == len(TABLE[arch])  # no number twice
+
+
+# --- the compiled default filter kept in the store (seccomp_cache) ---
+
+from imgtool.sandbox import seccomp_bpf  # noqa: E402
+from imgtool.sandbox import seccomp_cache as cache  # noqa: E402
+
+_real_compile = sc.compile_filter
+
+
+def _default_program(caps=DEFAULT_CAPS) -> bytes:
+    return _real_compile(sc.default_profile(), caps)
+
+
+def _cache_file(cache_dir: Path) -> Path:
+    (path,) = cache_dir.glob("*.bpf")
+    return path
+
+
+def _no_compiling(monkeypatch) -> list[int]:
+    calls: list[int] = []
+
+    def counting(profile, caps, machine=None):
+        calls.append(1)
+        return _real_compile(profile, caps, machine)
+
+    monkeypatch.setattr(sc, "compile_filter", counting)
+    return calls
+
+
+def test_cache_compiles_once_then_reads_the_same_program(tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache" / "seccomp"
+    calls = _no_compiling(monkeypatch)
+    first = cache.default_filter(DEFAULT_CAPS, cache_dir)
+    second = cache.default_filter(DEFAULT_CAPS, cache_dir)
+    assert first == second == _default_program()
+    assert len(calls) == 1
+    path = _cache_file(cache_dir)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert cache.read(cache_dir, path.stem) == first
+
+
+def test_cache_key_follows_caps_machine_kernel_and_compiler(tmp_path, monkeypatch):
+    base = cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0")
+    assert cache.cache_key(reversed(DEFAULT_CAPS), "x86_64", "6.18.0") == base
+    assert cache.cache_key([f"CAP_{c}" for c in DEFAULT_CAPS], "x86_64", "6.18.0") == base
+    assert cache.cache_key((*DEFAULT_CAPS, "SYS_ADMIN"), "x86_64", "6.18.0") != base
+    assert cache.cache_key(DEFAULT_CAPS, "aarch64", "6.18.0") != base
+    assert cache.cache_key(DEFAULT_CAPS, "x86_64", "5.4.0") != base
+    # an edited profile (or compiler) is another key: the copy here stands in for an upgrade
+    here = tmp_path / "pkg"
+    here.mkdir()
+    for name in cache.COMPILER_FILES:
+        (here / name).write_bytes((cache._HERE / name).read_bytes())
+    monkeypatch.setattr(cache, "_HERE", here)
+    assert cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0") == base
+    (here / "seccomp_default.json").write_bytes(b" " + (here / "seccomp_default.json").read_bytes())
+    assert cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0") != base
+
+
+def test_cache_caps_give_their_own_program(tmp_path):
+    cache_dir = tmp_path / "cache" / "seccomp"
+    default = cache.default_filter(DEFAULT_CAPS, cache_dir)
+    admin = cache.default_filter((*DEFAULT_CAPS, "SYS_ADMIN"), cache_dir)
+    assert admin == _default_program((*DEFAULT_CAPS, "SYS_ADMIN")) != default
+    assert len(list(cache_dir.glob("*.bpf"))) == 2
+
+
+def _allow_all() -> bytes:
+    return struct.pack("=HBBI", 0x06, 0, 0, ALLOW)  # BPF_RET ALLOW: what an attacker would plant
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda p, d: p.chmod(0o666), id="file-writable-by-others"),
+        pytest.param(lambda p, d: p.chmod(0o620), id="file-writable-by-group"),
+        pytest.param(lambda p, d: d.chmod(0o777), id="dir-writable-by-others"),
+        pytest.param(lambda p, d: d.parent.chmod(0o777), id="cache-dir-writable-by-others"),
+        pytest.param(lambda p, d: os.chown(p, 65534, 65534), id="file-of-another-user"),
+        pytest.param(lambda p, d: os.chown(d, 65534, 65534), id="dir-of-another-user"),
+    ],
+)
+def test_cache_ignores_files_others_could_have_written(tmp_path, monkeypatch, spoil):
+    cache_dir = tmp_path / "cache" / "seccomp"
+    cache.default_filter(DEFAULT_CAPS, cache_dir)
+    path = _cache_file(cache_dir)
+    path.write_bytes(cache.encode(_allow_all()))  # well formed, but not ours alone
+    spoil(path, cache_dir)
+    calls = _no_compiling(monkeypatch)
+    assert cache.default_filter(DEFAULT_CAPS, cache_dir) == _default_program()
+    assert len(calls) == 1
+
+
+def test_cache_ignores_a_symlinked_file(tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache" / "seccomp"
+    cache.default_filter(DEFAULT_CAPS, cache_dir)
+    path = _cache_file(cache_dir)
+    planted = tmp_path / "planted.bpf"
+    planted.write_bytes(cache.encode(_allow_all()))
+    planted.chmod(0o600)
+    path.unlink()
+    path.symlink_to(planted)
+    calls = _no_compiling(monkeypatch)
+    assert cache.default_filter(DEFAULT_CAPS, cache_dir) == _default_program()
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: b[:-8], id="truncated"),
+        pytest.param(lambda b: b[:-1] + bytes([b[-1] ^ 1]), id="bit-flipped"),
+        pytest.param(lambda b: b"x" + b[1:], id="bad-magic"),
+        pytest.param(lambda b: b[: len(cache.MAGIC) + 10], id="header-only"),
+        pytest.param(lambda b: b"", id="empty"),
+    ],
+)
+def test_cache_recompiles_a_damaged_file(tmp_path, monkeypatch, damage):
+    cache_dir = tmp_path / "cache" / "seccomp"
+    cache.default_filter(DEFAULT_CAPS, cache_dir)
+    path = _cache_file(cache_dir)
+    path.write_bytes(damage(path.read_bytes()))
+    calls = _no_compiling(monkeypatch)
+    assert cache.default_filter(DEFAULT_CAPS, cache_dir) == _default_program()
+    assert len(calls) == 1
+    assert cache.read(cache_dir, path.stem) == _default_program()  # replaced
+
+
+def test_cache_refuses_a_program_over_the_kernel_limit():
+    too_long = _allow_all() * (seccomp_bpf.MAX_INSNS + 1)
+    assert cache._decode(cache.encode(too_long)) is None
+    assert cache._decode(cache.encode(_allow_all())) == _allow_all()
+    assert cache.BPF_MAX_INSNS == seccomp_bpf.MAX_INSNS
+
+
+def test_cache_in_an_unwritable_place_still_gives_the_program(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the directory would go")
+    assert cache.default_filter(DEFAULT_CAPS, blocker / "seccomp") == _default_program()
