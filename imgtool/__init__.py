@@ -1,7 +1,113 @@
 """imgtool: a daemonless OCI image builder, layer manager and runner.
 
-The package root imports nothing heavy, so `imgtool run` and friends start fast; import the
-submodules you need (`imgtool.reference`, `imgtool.store`, `imgtool.puller`, ...).
+The Python API (docs/api.md)::
+
+    import imgtool
+    store = imgtool.Store("/var/lib/imgtool")       # imgtool.Store() for the default place
+    imgtool.pull(store, "localhost:5000/app:1", platform="linux/arm64")
+    result = imgtool.run(store, "localhost:5000/app:1", ["true"], network="none", memory="64m")
+
+Every name below is imported on first use (a module __getattr__), so `import imgtool` costs
+nothing: every CLI command imports this package first.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from imgtool.analyze import Report, RuleResult, Rules
+    from imgtool.api import (
+        RunResult,
+        build,
+        check,
+        images,
+        inspect_image,
+        layers,
+        pull,
+        push,
+        rmi,
+        run,
+        tag,
+    )
+    from imgtool.builder import BuildResult
+    from imgtool.errors import ImgtoolError
+    from imgtool.inspect import ImageRow
+    from imgtool.progress import Event
+    from imgtool.puller import PullResult
+    from imgtool.pusher import PushResult
+    from imgtool.store import Store
+
+# public name -> the module that defines it. Names of submodules (inspect, copy, ...) are
+# avoided: importing a submodule sets the package attribute of that name.
+_EXPORTS = {
+    **dict.fromkeys(
+        [
+            "pull",
+            "push",
+            "build",
+            "run",
+            "layers",
+            "check",
+            "images",
+            "inspect_image",
+            "tag",
+            "rmi",
+            "RunResult",
+        ],
+        "imgtool.api",
+    ),
+    "Store": "imgtool.store",
+    "Event": "imgtool.progress",
+    "ImgtoolError": "imgtool.errors",
+    "PullResult": "imgtool.puller",
+    "PushResult": "imgtool.pusher",
+    "BuildResult": "imgtool.builder",
+    "Report": "imgtool.analyze",
+    "Rules": "imgtool.analyze",
+    "RuleResult": "imgtool.analyze",
+    "ImageRow": "imgtool.inspect",
+}
+
+# literal, so that type checkers and linters read it (a unit test keeps it equal to _EXPORTS)
+__all__ = [
+    "__version__",
+    "Store",
+    "pull",
+    "push",
+    "build",
+    "run",
+    "layers",
+    "check",
+    "images",
+    "inspect_image",
+    "tag",
+    "rmi",
+    "Event",
+    "ImgtoolError",
+    "PullResult",
+    "PushResult",
+    "BuildResult",
+    "RunResult",
+    "Report",
+    "Rules",
+    "RuleResult",
+    "ImageRow",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'imgtool' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

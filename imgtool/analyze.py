@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from imgtool import filetree
-from imgtool.errors import ImgtoolError
+from imgtool.errors import ConfigError, InvalidArgument
 from imgtool.layer import index as layer_index
 from imgtool.sources import Source
 
@@ -184,15 +184,14 @@ def diff(a: Report, b: Report) -> Diff:
             elif eb is None and ea is not None:
                 changes.append(PathChange(path, "removed", ea[1].size, 0))
             elif ea is not None and eb is not None:
-                x, y = ea[1], eb[1]
-                if x.kind != y.kind:
-                    changes.append(PathChange(path, "type", x.size, y.size))
-                elif x.size != y.size:
-                    changes.append(
-                        PathChange(path, "grown" if y.size > x.size else "shrunk", x.size, y.size)
-                    )
-                elif x.digest != y.digest or x.link != y.link:
-                    changes.append(PathChange(path, "changed", x.size, y.size))
+                old, new = ea[1], eb[1]
+                if old.kind != new.kind:
+                    changes.append(PathChange(path, "type", old.size, new.size))
+                elif old.size != new.size:
+                    grew = "grown" if new.size > old.size else "shrunk"
+                    changes.append(PathChange(path, grew, old.size, new.size))
+                elif old.digest != new.digest or old.link != new.link:
+                    changes.append(PathChange(path, "changed", old.size, new.size))
     changes.sort(key=lambda c: (-abs(c.delta), c.path))
     return Diff(a, b, shared, changes)
 
@@ -208,7 +207,8 @@ def parse_size(text: str | int) -> int:
         return text
     m = _SIZE.match(text)
     if not m:
-        raise ImgtoolError(f"invalid size {text!r} (use e.g. 300MB, 120MiB or 1.5GB)")
+        reason = f"invalid size {text!r} (use e.g. 300MB, 120MiB or 1.5GB)"
+        raise InvalidArgument("size", text, reason)
     number, unit, binary = float(m.group(1)), m.group(2).lower(), m.group(3)
     power = " kmgt".index(unit) if unit else 0
     return int(number * (1024 if binary else 1000) ** power)
@@ -375,7 +375,7 @@ def load_rules(path: Path) -> tuple[Rules, str | None]:
     try:
         doc = tomllib.loads(path.read_text()).get("check", {})
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ImgtoolError(f"{path}: {e}") from None
+        raise ConfigError(f"{path}: {e}") from None
     known = {
         "max-size",
         "max-layer-size",
@@ -391,7 +391,7 @@ def load_rules(path: Path) -> tuple[Rules, str | None]:
     }
     unknown = set(doc) - known
     if unknown:
-        raise ImgtoolError(f"{path}: unknown [check] keys: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"{path}: unknown [check] keys: {', '.join(sorted(unknown))}")
     rules = Rules()
     for key in ("max-size", "max-layer-size", "max-wasted", "max-duplicate-bytes"):
         if key in doc:

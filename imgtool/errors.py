@@ -29,6 +29,17 @@ class InvalidPlatform(ImgtoolError):
         super().__init__(f"invalid platform {text!r}: {reason}")
 
 
+class InvalidArgument(ImgtoolError):
+    """A value given to the library is malformed (`memory="lots"`): `name` is the argument as
+    the caller spelled it, `value` what was given, `reason` a sentence naming the value."""
+
+    def __init__(self, name: str, value: object, reason: str) -> None:
+        self.name = name
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
 class SpecError(ImgtoolError):
     """A manifest, index, config or layout that imgtool cannot accept."""
 
@@ -115,6 +126,10 @@ class TooManyRequests(RegistryError):
 
 class RegistryUnavailable(RegistryError):
     """The registry could not be reached at all (refused, DNS, TLS, timeouts)."""
+
+
+class NetworkError(ImgtoolError):
+    """Container networking failed: the bridge, a veth, an address, NAT or a published port."""
 
 
 class CredentialsError(ImgtoolError):

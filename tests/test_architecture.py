@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "imgtool"
 FLOORS = {
     # L0 pure values
     **dict.fromkeys(["errors", "digest", "reference", "mediatypes", "oci", "progress"], 0),
-    **dict.fromkeys(["whiteout", "filetree", "containerfile", "__init__"], 0),
+    **dict.fromkeys(["whiteout", "filetree", "containerfile"], 0),
     # L1 streams
     **dict.fromkeys(["compression", "verify", "atomic", "inroot"], 1),
     # L2 mechanisms: disk, network, syscalls
@@ -20,11 +20,23 @@ FLOORS = {
     "tarball": 2,
     # L3 engines
     **dict.fromkeys(
-        ["puller", "pusher", "inspect", "login", "runner", "cleanup", "sources", "analyze", "builder"], 3
+        [
+            "puller",
+            "pusher",
+            "inspect",
+            "login",
+            "runner",
+            "cleanup",
+            "sources",
+            "analyze",
+            "builder",
+        ],
+        3,
     ),
     **dict.fromkeys(["archive", "transports", "copy"], 3),
+    "buildcache": 3,  # the registry (or a directory) as a shared build cache
     # L4 the command line
-    **dict.fromkeys(["cli", "__main__"], 4),
+    **dict.fromkeys(["cli", "__main__", "api", "__init__"], 4),  # __init__: api's names, lazily
 }
 
 # third-party package -> the modules (first path parts) allowed to import it

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from imgtool import __version__
-from imgtool.errors import ImgtoolError
+
+if TYPE_CHECKING:
+    from imgtool.cli.common import Convention
 
 # command -> the module that defines it; imported only when that command runs
 COMMANDS = {
@@ -40,6 +43,9 @@ COMMANDS = {
     "load": "archive",
     "copy": "archive",
 }
+
+# how a command reports failures (cli/common.py's failure_of); the rest are "plain"
+CONVENTIONS: dict[str, Convention] = {"run": "run", "build": "build", "check": "gate"}
 
 
 # command -> its one-line help, so that `imgtool --help` lists the commands without importing
@@ -97,16 +103,21 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except ImgtoolError as e:
-            click.echo(f"imgtool: {_one_line(str(e))}", err=True)
-            sys.exit(getattr(ctx, "imgtool_exit_code", 1))
-        except OSError as e:  # what the library did not expect: still one line, naming the path
-            where = f"{e.filename}: " if e.filename else ""
-            click.echo(f"imgtool: {where}{e.strerror or e}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("imgtool: interrupted", err=True)
-            sys.exit(130)
+        except (Exception, KeyboardInterrupt) as e:
+            from imgtool.cli.common import failure_of
+
+            failure = failure_of(e, CONVENTIONS.get(ctx.invoked_subcommand or "", "plain"))
+            if failure is None:
+                raise  # not ours to report: click's own exits, and bugs (with their traceback)
+            if ctx.obj and ctx.obj.get("debug"):
+                from imgtool.cli.debug import print_traceback
+
+                print_traceback(e)
+            if isinstance(e, click.ClickException):
+                e.show()  # click's form: the usage line and a hint, then the error
+            else:
+                click.echo(f"imgtool: {failure.message}", err=True)
+            sys.exit(failure.status)
 
 
 def _shortened(text: str, limit: int) -> str:
@@ -120,10 +131,6 @@ def _shortened(text: str, limit: int) -> str:
     return textwrap.shorten(text, limit, placeholder="...", break_on_hyphens=False)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="imgtool")
 @click.option(
@@ -132,10 +139,20 @@ def _one_line(text: str) -> str:
     type=click.Path(file_okay=False),
     help="The store (an OCI image layout). Default /var/lib/imgtool as root.",
 )
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="IMGTOOL_DEBUG",
+    help="On failure print the traceback; log HTTP exchanges (redacted) to stderr.",
+)
 @click.pass_context
-def cli(ctx: click.Context, root: str | None) -> None:
+def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
     """A daemonless OCI image builder, layer manager and runner."""
-    ctx.obj = {"root": root}
+    ctx.obj = {"root": root, "debug": debug}
+    if debug:
+        from imgtool.cli.debug import log_http_exchanges
+
+        log_http_exchanges()
 
 
 def main() -> None:

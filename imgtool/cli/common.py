@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
+
+from imgtool.errors import ImgtoolError, InvalidArgument, RunStepFailed
 
 if TYPE_CHECKING:
     from imgtool.reference import Reference
@@ -63,3 +66,58 @@ def human_size(n: float) -> str:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.3g}{unit}"
         n /= 1000
     return f"{n}B"
+
+
+# How a command reports its failures (docker's and CI gates' habits):
+#   plain  ImgtoolError 1, usage 2
+#   run    imgtool's own failures 125 (usage too, as docker run); RunError its 126/127
+#   build  a failed RUN step's own status; the rest as plain
+#   gate   `check`: 1 is taken by "a rule failed", so every error, usage or not, is 2
+Convention = Literal["plain", "run", "build", "gate"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_RUN_OWN_FAILURE = 125
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the CLI prints (one line, after "imgtool: ") and exits with for an exception."""
+
+    message: str
+    status: int
+
+
+def failure_of(exc: BaseException, convention: Convention = "plain") -> Failure | None:
+    """The one mapping from exceptions to messages and exit statuses, by exception type.
+    None for what is not a failure of ours to report (SystemExit, click's own exits)."""
+    own = {"run": EXIT_RUN_OWN_FAILURE, "gate": EXIT_USAGE}.get(convention, 1)
+    if isinstance(exc, KeyboardInterrupt):
+        return Failure("interrupted", EXIT_INTERRUPTED)
+    if isinstance(exc, click.UsageError | InvalidArgument):
+        message = exc.format_message() if isinstance(exc, click.UsageError) else str(exc)
+        return Failure(one_line(message), own if convention == "run" else EXIT_USAGE)
+    if isinstance(exc, click.ClickException):  # a file click could not open, say
+        return Failure(one_line(exc.format_message()), own)
+    if isinstance(exc, RunStepFailed) and convention == "build":
+        return Failure(one_line(str(exc)), min(max(exc.status, 1), 255))
+    if isinstance(exc, ImgtoolError):
+        return Failure(one_line(str(exc)), _container_status(exc, convention) or own)
+    if isinstance(exc, OSError):  # what the library did not expect: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        return Failure(one_line(f"{where}{exc.strerror or exc}"), own)
+    return None
+
+
+def _container_status(exc: ImgtoolError, convention: Convention) -> int | None:
+    """`run`'s RunError carries docker's status: 125, or 126/127 when the command could not be
+    executed. runner is imported only under `run`, which has imported it already."""
+    if convention != "run":
+        return None
+    from imgtool.runner import RunError
+
+    return exc.status if isinstance(exc, RunError) else None
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from imgtool.cli import cli
 from imgtool.cli.common import human_size, store_of
 
+if TYPE_CHECKING:
+    from imgtool.analyze import Report
+
 EXIT_RULE_FAILED = 1
-EXIT_USAGE = 2
 
 
 def _source_options(f: Any) -> Any:
@@ -27,20 +30,13 @@ def _source_options(f: Any) -> Any:
 
 def _report(
     ctx: click.Context, name: str, remote: bool, platform: str | None, insecure: bool
-) -> Any:
-    from imgtool import oci
-    from imgtool.analyze import report
-    from imgtool.layer.index import writable
-    from imgtool.sources import open_source
+) -> Report:
+    from imgtool.api import layers as layers_of
 
-    store = store_of(ctx)
-    plat = oci.Platform.parse(platform) if platform else None
-    source = open_source(name, store, remote, plat, insecure)
-    cache = store.root / "index" if writable(store.root) else None
-    return report(source, cache)
+    return layers_of(store_of(ctx), name, platform=platform, remote=remote, insecure=insecure)
 
 
-def _table(rows: list[tuple[str, ...]], right: set[int]) -> None:
+def _table(rows: Sequence[tuple[str, ...]], right: set[int]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [
@@ -74,7 +70,7 @@ def layers(
     if as_json:
         click.echo(json.dumps(r.to_dict(top), indent=2))
         return
-    rows = [("#", "DIGEST", "COMPRESSED", "SIZE", "FILES", "CREATED BY")]
+    rows: list[tuple[str, ...]] = [("#", "DIGEST", "COMPRESSED", "SIZE", "FILES", "CREATED BY")]
     for x in r.rows:
         rows.append(
             (
@@ -111,9 +107,9 @@ def layers(
     )
     if a.waste and top:
         click.echo(f"\ntop {min(top, len(a.waste))} reclaimable files:")
-        rows = [("SIZE", "PATH", "ADDED", "REMOVED")]
+        waste_rows: list[tuple[str, ...]] = [("SIZE", "PATH", "ADDED", "REMOVED")]
         for w in a.waste[:top]:
-            rows.append(
+            waste_rows.append(
                 (
                     human_size(w.size),
                     "/" + w.path,
@@ -121,7 +117,7 @@ def layers(
                     f"layer {w.removed_in} ({w.how})",
                 )
             )
-        _table(rows, {0})
+        _table(waste_rows, {0})
 
 
 @cli.command()
@@ -230,18 +226,11 @@ def diff(
 def check(ctx: click.Context, image: str, **o: Any) -> None:
     """Check IMAGE against size rules: exit 0 when all hold, 1 when one fails, 2 on a usage
     or lookup error."""
-    from imgtool.errors import ImgtoolError
-
-    try:
-        code = _check(ctx, image, o)
-    except ImgtoolError as e:
-        click.echo(f"imgtool: {' '.join(str(e).split())}", err=True)
-        sys.exit(EXIT_USAGE)
-    sys.exit(code)
+    sys.exit(_check(ctx, image, o))  # its errors exit 2: the "gate" convention of cli/common.py
 
 
 def _check(ctx: click.Context, image: str, o: dict[str, Any]) -> int:
-    from imgtool import analyze
+    from imgtool import analyze, api
 
     path = Path(o["config_path"]) if o["config_path"] else Path(".imgtool.toml")
     rules, baseline_name = analyze.Rules(), None
@@ -266,7 +255,7 @@ def _check(ctx: click.Context, image: str, o: dict[str, Any]) -> int:
         if baseline_name
         else None
     )
-    results = analyze.check(r, rules, base)
+    results = api.check(r, rules, base)
     failed = any(x.status == "fail" for x in results)
     label = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}
     for x in results:

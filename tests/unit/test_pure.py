@@ -7,8 +7,7 @@ import pytest
 
 from imgtool import oci
 from imgtool.analyze import parse_size
-from imgtool.errors import ImgtoolError, NoMatchingPlatform
-from imgtool.network.ipam import NetworkError
+from imgtool.errors import ImgtoolError, NetworkError, NoMatchingPlatform
 from imgtool.network.nat import Port, parse_publish
 from imgtool.runner import DEFAULT_PATH, RunError, RunOptions, argv_for, env_for
 
