@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Cold and fully cached build times of the busybox-based Containerfile.examples, imgtool side
 by side with `buildah build --layers` on the same Containerfile in the same run, printed as
-ratios (imgtool / buildah; below 1 is faster). Needs root and buildah.
+ratios (imgtool / buildah; below 1 is faster). Needs root and buildah. The cached builds' CPU
+time (user + system, the tool's processes and those it waited for) is shown too: on a machine
+shared with other work, wall time swings with the load, CPU time much less.
 
     sudo python3 benchmarks/build.py [--runs 3]
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,11 +43,26 @@ EXAMPLES = [
 
 
 def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    return timed_cpu(cmd, env, cwd)[0]
+
+
+def timed_cpu(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr[-500:]}")
-    return time.perf_counter() - t0
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu
+
+
+def medians(cmd: list[str], env: dict[str, str], cwd: Path, runs: int) -> tuple[float, float]:
+    """The median wall and the median CPU time of `runs` runs."""
+    results = [timed_cpu(cmd, env, cwd) for _ in range(runs)]
+    return statistics.median(w for w, _ in results), statistics.median(c for _, c in results)
 
 
 def main() -> None:
@@ -97,8 +115,8 @@ def main() -> None:
             cold = statistics.median(
                 timed([*mine[:4], "--no-cache", *mine[4:]], env, REPO) for _ in range(args.runs)
             )
-            cached = statistics.median(timed(mine, env, REPO) for _ in range(args.runs))
-            theirs_cold = theirs_cached = None
+            cached, cached_cpu = medians(mine, env, REPO, args.runs)
+            theirs_cold = theirs_cached = theirs_cpu = None
             if shutil.which("buildah"):
                 bud = [
                     "buildah",
@@ -117,25 +135,27 @@ def main() -> None:
                         timed([*bud[:3], "--no-cache", *bud[3:]], env, ctx)
                         for _ in range(args.runs)
                     )
-                    theirs_cached = statistics.median(
-                        timed(bud, env, ctx) for _ in range(args.runs)
-                    )
+                    theirs_cached, theirs_cpu = medians(bud, env, ctx, args.runs)
                 except SystemExit as e:  # an older buildah may not know heredocs
                     print(f"buildah could not build {name}: {str(e)[-160:]}", file=sys.stderr)
-            rows.append((name, cold, cached, theirs_cold, theirs_cached))
+            rows.append((name, cold, cached, theirs_cold, theirs_cached, cached_cpu, theirs_cpu))
     finally:
         reg.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"median of {args.runs} runs (s)  imgtool cold  cached   buildah cold  cached"
-        "   ratio cold  cached"
+        "   ratio cold  cached   cached CPU: imgtool buildah ratio"
     )
-    for name, cold, cached, tc, tk in rows:
+    for name, cold, cached, tc, tk, cpu, tcpu in rows:
         ratio = f"{cold / tc:.2f}" if tc else "-"
         cratio = f"{cached / tk:.2f}" if tk else "-"
         tcs = f"{tc:12.2f}" if tc else f"{'-':>12}"
         tks = f"{tk:8.2f}" if tk else f"{'-':>8}"
-        print(f"  {name:22s} {cold:12.2f} {cached:7.2f}   {tcs}{tks}   {ratio:>10} {cratio:>7}")
+        cpus = f"{cpu:8.2f} " + (f"{tcpu:7.2f} {cpu / tcpu:5.2f}" if tcpu else f"{'-':>7} {'-':>5}")
+        print(
+            f"  {name:22s} {cold:12.2f} {cached:7.2f}   {tcs}{tks}   {ratio:>10} {cratio:>7}"
+            f"           {cpus}"
+        )
 
 
 if __name__ == "__main__":

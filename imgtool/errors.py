@@ -196,10 +196,16 @@ class BuildError(ImgtoolError):
 
 
 class RunStepFailed(BuildError):
-    def __init__(self, stage: str, instruction: str, status: int, where: str = "") -> None:
+    """`output_tail`: the end of what the step wrote, when the build held its output back
+    (quiet, or no output callback): the library prints nothing, its caller may."""
+
+    def __init__(
+        self, stage: str, instruction: str, status: int, where: str = "", output_tail: str = ""
+    ) -> None:
         self.stage = stage
         self.instruction = instruction
         self.status = status
+        self.output_tail = output_tail
         prefix = f"{where}: " if where else ""
         super().__init__(
             f"{prefix}{instruction!r} failed with exit status {status} (stage {stage})"

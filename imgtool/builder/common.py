@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from imgtool import oci
 from imgtool.builder import sourcetree
 from imgtool.builder.sourcetree import Comps, Root
 from imgtool.containerfile.parser import Instruction
@@ -40,11 +41,36 @@ class BuildOptions:
     ssh: dict[str, Path] = field(default_factory=dict)  # --ssh id=socket, for RUN ssh mounts
     explain_cache: bool = False
     quiet: bool = False
-    output: Callable[[str], None] = print
+    # the build's lines; the library itself prints nothing
+    output: Callable[[str], None] = lambda _line: None
+    # RUN steps' output straight to our stdout/stderr as it comes (the CLI, not quiet); else
+    # held, and given to `output` line by line (or, quiet, kept for RunStepFailed.output_tail)
+    live_output: bool = False
     # `imgtool build -`: the context as a tar, or the Containerfile (the context then empty)
     stdin: BinaryIO | None = None
     # remote caches, read in order after the local cache misses (see builder.cache)
     cache_from: tuple[CacheSource, ...] = ()
+
+
+def same_platform(have: oci.Platform, want: oci.Platform) -> bool:
+    """An image for `have` serves a stage for `want`: os and architecture equal, and the
+    variant when one is asked for (as pull matches them)."""
+    h, w = have.normalized(), want.normalized()
+    same = (h.os, h.architecture) == (w.os, w.architecture)
+    return same and (not w.variant or h.variant == w.variant)
+
+
+def foreign_platform(config: dict[str, Any]) -> oci.Platform | None:
+    """The platform of a stage's config when it is not the host's (no step can run there:
+    there is no emulation here), else None."""
+    platform = oci.Platform(
+        config.get("os") or "linux", config.get("architecture") or "", config.get("variant") or ""
+    )
+    host = oci.Platform.host()
+    any_variant = oci.Platform(host.os, host.architecture)
+    if not platform.architecture or same_platform(platform, any_variant):
+        return None
+    return platform.normalized()
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,8 @@ class BuildResult:
     cached: int
     # every layer-making step of every stage built, hits included, in build order
     cache_entries: tuple[CacheEntry, ...] = ()
+    # the ids of the RUN --mount=type=cache the build used (what mounts=true exports)
+    cache_mounts: tuple[str, ...] = ()
 
 
 @dataclass

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import stat
-import tarfile
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -321,6 +320,8 @@ def _is_archive(f: BinaryIO) -> bool:
         return True
     if len(head) >= 262 and head[257:262] == b"ustar":
         return True
+    import tarfile  # ADD of a file that may be an archive: rare, and tarfile is large
+
     try:
         return tarfile.is_tarfile(f)
     finally:

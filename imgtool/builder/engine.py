@@ -28,7 +28,7 @@ from typing import Any
 from imgtool import mediatypes as mt
 from imgtool import oci
 from imgtool import reference as refs
-from imgtool.builder import config_steps, sandboxed, schedule
+from imgtool.builder import config_steps, schedule
 from imgtool.builder.cache import CacheEntry, Explainer, _key
 from imgtool.builder.common import (
     BuildOptions,
@@ -41,7 +41,6 @@ from imgtool.builder.common import (
     read_containerfile,
     read_in_context,
 )
-from imgtool.builder.copy_step import CopyStep
 from imgtool.builder.run_step import RunStep
 from imgtool.builder.session import BuildSession
 from imgtool.containerfile import dockerignore, shell
@@ -78,12 +77,12 @@ class Builder:
     def __init__(self, store: Store, opts: BuildOptions) -> None:
         self.s = BuildSession(store, opts)
         self.opts = opts
-        run, copy = RunStep(self.s), CopyStep(self.s)
-        s = self.s
+        run, s = RunStep(self.s), self.s
+        self._copy_step: Step | None = None  # made for the first COPY or ADD (see _copy)
         # one function (or callable) per kind of instruction
         self.steps: dict[type, Step] = {
             ins.Run: run,
-            ins.Copy: copy,
+            ins.Copy: self._copy,
             ins.Arg: lambda st, t, c, e: config_steps.arg(s, st, t, c, e),
             ins.Env: lambda st, t, c, e: config_steps.env_(s, st, t, c, e),
             ins.Label: lambda st, t, c, e: config_steps.label(s, st, t, c, e),
@@ -98,6 +97,16 @@ class Builder:
             ins.Onbuild: lambda st, t, c, e: config_steps.onbuild(s, st, t, c, e),
             ins.Healthcheck: lambda st, t, c, e: config_steps.healthcheck(s, st, t, c, e),
         }
+
+    def _copy(self, st: ImageState, t: ins.Copy, c: _StageContext, e: Mapping[str, str]) -> bool:
+        """COPY and ADD; their module (and its tar and .dockerignore machinery) is loaded
+        only by a build that has one."""
+        with self.s.lock:
+            if self._copy_step is None:
+                from imgtool.builder.copy_step import CopyStep
+
+                self._copy_step = CopyStep(self.s)
+        return self._copy_step(st, t, c, e)
 
     def _containerfile(self) -> tuple[str, str]:
         s = self.s
@@ -134,12 +143,22 @@ class Builder:
             self.s.results[index] = self._build_stage(ctx)
 
         def stop() -> None:
+            from imgtool.builder import sandboxed
+
             self.s.cancelled.set()
             sandboxed.stop_children(self.s)
 
         if parallel:
             self.s.say(f"stages built at once: {_waves_text(plan)}")
-        schedule.build_stages(plan, build_one, stop)
+            from imgtool.builder import sandboxed  # what runs steps: only when a build runs one
+
+            self.s.fork_server = sandboxed.start_fork_server()  # before the first thread
+        try:
+            schedule.build_stages(plan, build_one, stop)
+        finally:
+            if self.s.fork_server is not None:
+                self.s.fork_server.close()
+                self.s.fork_server = None
         made: list[CacheEntry] = []
         for i in plan.needed:  # in stage order, whatever order they finished in
             ctx = contexts[i]
@@ -152,16 +171,10 @@ class Builder:
     def _base(self, st: StagePlan) -> ImageState:
         if st.base_stage is not None:
             return self.s.copy_of_config(self.s.results[st.base_stage])
+        platform = oci.Platform.parse(st.platform) if st.platform else None
         if st.base == "scratch":
-            cfg = {
-                "architecture": oci.Platform.host().architecture,
-                "os": "linux",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": []},
-                "history": [],
-            }
-            return ImageState(cfg, [], _key("scratch"))
-        img = self.s.image(st.base)
+            return _scratch(platform or oci.Platform.host())
+        img = self.s.image(st.base, platform)
         cfg = json.loads(img.config.raw)
         cfg.setdefault("config", {})
         layers = [
@@ -246,7 +259,18 @@ class Builder:
             self.s.store.set_ref(name, desc)
         if not names:
             self.s.store.add_unnamed(desc)
-        return BuildResult(config_digest, digest, names, steps, hits, made)
+        return BuildResult(
+            config_digest, digest, names, steps, hits, made, tuple(self.s.cache_mounts)
+        )
+
+
+def _scratch(platform: oci.Platform) -> ImageState:
+    cfg: dict[str, Any] = {"architecture": platform.architecture, "os": platform.os}
+    if platform.variant:
+        cfg["variant"] = platform.variant
+    cfg.update({"config": {}, "rootfs": {"type": "layers", "diff_ids": []}, "history": []})
+    key = _key("scratch") if platform == oci.Platform.host() else _key("scratch", str(platform))
+    return ImageState(cfg, [], key)
 
 
 def _waves_text(plan: Plan) -> str:

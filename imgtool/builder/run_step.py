@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgtool import inroot
-from imgtool.builder import sandboxed, sourcetree
+from imgtool import inroot, oci
+from imgtool.builder import sourcetree
 from imgtool.builder.cache import _key, cache_mount_dir
 from imgtool.builder.common import (
     DEFAULT_PATH,
@@ -23,9 +23,8 @@ from imgtool.builder.common import (
     _heredoc_script,
     _Mount,
     _StageContext,
+    foreign_platform,
 )
-from imgtool.builder.copier import Ownership, copy_entry, copy_tree
-from imgtool.builder.layered import LayerStack
 from imgtool.builder.sourcetree import Comps, Root
 from imgtool.containerfile import values
 from imgtool.containerfile.flags import MountSpec
@@ -37,6 +36,7 @@ from imgtool.errors import (
 )
 
 if TYPE_CHECKING:
+    from imgtool.builder.layered import LayerStack
     from imgtool.builder.session import BuildSession
     from imgtool.sandbox.spec import BindMount, TmpfsMount
 
@@ -54,6 +54,12 @@ class RunStep:
         self, state: ImageState, step: Run, ctx: _StageContext, env: Mapping[str, str]
     ) -> bool:
         inst = step.source
+        foreign = foreign_platform(state.config)
+        if foreign is not None:
+            raise BuildError(
+                f"RUN in a stage for {foreign}: this host runs {oci.Platform.host()}, and"
+                " imgtool runs no other platform's programs (no emulation, no cross builds)"
+            )
         cfg = state.config["config"]
         if step.json:
             argv = list(step.command)
@@ -94,6 +100,9 @@ class RunStep:
         kind, target = spec.kind, spec.target
         if kind == "cache":
             cid = spec.get("id") or target
+            with self.s.lock:
+                if cid not in self.s.cache_mounts:
+                    self.s.cache_mounts.append(cid)
             d = cache_mount_dir(self.s.cache_dir, cid)
             d.mkdir(parents=True, exist_ok=True)
             return _Mount("cache", target, str(d), spec.is_true("readonly"), cid)
@@ -201,7 +210,7 @@ class RunStep:
             found = stack.lookup(path)
             if found.st is None:
                 created.add("/".join(found.comps))
-        from imgtool.sandbox.spec import SandboxSpec  # only when a step runs
+        from imgtool.sandbox.spec import DEFAULT_CAPS, SandboxSpec  # only when a step runs
 
         spec = SandboxSpec(
             argv=argv,
@@ -218,15 +227,20 @@ class RunStep:
             mounts=self._bind_mounts(mounts, step / "mounts"),
             etc_files=_etc_files(step / "etc", network),
             stdin=False,
+            caps=DEFAULT_CAPS,
+            seccomp=self.s.default_seccomp(DEFAULT_CAPS),
         )
         try:
-            status = sandboxed.run_step(self.s, spec, ctx.stage.name)
-            if status != 0:
+            from imgtool.builder import sandboxed  # a fully cached build runs no step
+
+            end = sandboxed.run_step(self.s, spec, ctx.stage.name)
+            if end.status != 0:
                 raise RunStepFailed(
                     ctx.stage.name,
                     inst.original.splitlines()[0][:200],
-                    status,
+                    end.status,
                     f"{self.s.file_label}:{inst.line}",
+                    output_tail=end.output_tail,
                 )
 
             def skip(rel: str) -> bool:
@@ -244,6 +258,7 @@ class RunStep:
         """What the sandbox mounts; a writable bind gets a copy of its source in the step's
         directory: BuildKit drops what a RUN step writes there, and the context is not the
         step's to change."""
+        from imgtool.builder.copier import Ownership, copy_entry, copy_tree
         from imgtool.sandbox.spec import BindMount, TmpfsMount
 
         out: list[BindMount | TmpfsMount] = []

@@ -1,11 +1,11 @@
 """Running a RUN step's sandbox, and where its output goes.
 
-A stage built alone (in the main thread) runs its steps as `imgtool run` runs a container,
-their output straight to ours. A stage built beside others runs in a thread: each step then
-runs in a process forked for it (the sandbox's runner forwards signals, which only a main
-thread may set up), its output kept in a file and shown afterwards, each line prefixed with
-the stage's name, so that the stages' outputs do not mix. With --quiet the output is shown
-only when the step fails (its last 4000 bytes).
+A build the CLI runs in one thread (not quiet) runs its steps as `imgtool run` runs a
+container, their output straight to ours. Otherwise a step's output is kept in a file: shown
+afterwards through the build's output callback (each line prefixed with the stage's name when
+stages build at once, so that their outputs do not mix), or, quiet, only its last 4000 bytes
+kept for RunStepFailed (the library prints nothing). When stages build in threads, each step
+runs in a process the fork server makes (see forkserver: no fork from a threaded process).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import contextlib
 import os
 import secrets
 import signal
-import sys
 import tempfile
-import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from imgtool.builder.common import _redirect
+from imgtool.builder.forkserver import ForkServer, answer, read_pid
 from imgtool.errors import BuildError, SandboxError
 
 if TYPE_CHECKING:
@@ -34,28 +34,39 @@ _SHOWN_ON_FAILURE = 4000
 STOP = signal.SIGRTMIN + 3
 
 
-def run_step(session: BuildSession, spec: SandboxSpec, stage: str) -> int:
-    """Run the step to its end; its exit status."""
-    from imgtool.sandbox import runner  # noqa: F401 - loaded here, before any fork, not at start-up
+@dataclass(frozen=True)
+class StepEnd:
+    status: int
+    output_tail: str = ""  # the end of a failed step's held output, when quiet
 
-    in_thread = threading.current_thread() is not threading.main_thread()
-    if not in_thread and not session.opts.quiet:
-        return _run_held(spec)
+
+def start_fork_server() -> ForkServer:
+    """The server for the steps of stages built in threads; call before any thread starts."""
+    from imgtool.sandbox import runner  # noqa: F401 - loaded once, before the fork
+
+    return ForkServer(_run_stoppable)
+
+
+def run_step(session: BuildSession, spec: SandboxSpec, stage: str) -> StepEnd:
+    """Run the step to its end."""
+    server = session.fork_server
+    if server is None and session.opts.live_output:
+        return StepEnd(_run_held(spec))
     with tempfile.TemporaryFile(dir=session.work) as out:
-        if in_thread:
-            status = _run_in_child(session, spec, out)
+        if server is not None:
+            status = _run_in_step_process(session, server, spec, out)
         else:
             with _redirect(out):
                 status = _run_held(spec)
         out.seek(0)
         data = out.read()
     if session.opts.quiet:
-        if status != 0:
-            os.write(2, data[-_SHOWN_ON_FAILURE:])
-        return status
+        tail = data[-_SHOWN_ON_FAILURE:].decode(errors="replace") if status else ""
+        return StepEnd(status, tail)
+    prefix = f"[{stage}] " if server is not None else ""
     for line in data.decode(errors="replace").splitlines():
-        session.say(f"[{stage}] {line}")
-    return status
+        session.say(f"{prefix}{line}")
+    return StepEnd(status)
 
 
 def _run_held(spec: SandboxSpec, stoppable: bool = False) -> int:
@@ -82,45 +93,32 @@ def _run_held(spec: SandboxSpec, stoppable: bool = False) -> int:
         liveness.release(step_id)
 
 
-def _run_in_child(session: BuildSession, spec: SandboxSpec, out: BinaryIO) -> int:
-    """_run_held in a process forked for the step, its output to `out`. The session's lock
-    is held across the fork so that no other thread is writing our output then (a buffer's
-    lock held by a thread the child does not have would block it)."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    with session.lock:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child reports through the pipe
-            _child(spec, out.fileno(), r, w)
-        session.children.add(pid)
-    os.close(w)
-    try:
-        with os.fdopen(r, "rb") as report:
-            answer = report.read()
-        os.waitpid(pid, 0)
-    finally:
-        with session.lock:
-            session.children.discard(pid)
-    text = answer.decode(errors="replace")
-    if text.startswith("status "):
-        return int(text.removeprefix("status "))
-    raise BuildError(text.removeprefix("error ") or "the step's process died")
+def _run_stoppable(spec: SandboxSpec) -> int:
+    return _run_held(spec, stoppable=True)
 
 
-def _child(spec: SandboxSpec, out_fd: int, r: int, w: int) -> None:
-    answer = "error the step's process failed"
+def _run_in_step_process(
+    session: BuildSession, server: ForkServer, spec: SandboxSpec, out: BinaryIO
+) -> int:
+    """_run_held in a process the fork server makes for the step, its output to `out`; its
+    pid is one of the session's children while it runs (see stop_children)."""
     try:
-        os.close(r)
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
-        answer = f"status {_run_held(spec, stoppable=True)}"
-    except BaseException as e:  # noqa: BLE001 - all of it goes back to the parent
-        answer = f"error {e}"
-    finally:
-        with contextlib.suppress(OSError):
-            os.write(w, answer.encode())
-        os._exit(0)
+        channel = server.start(spec, out.fileno())
+    except OSError as e:  # the server died (killed): no step can start
+        raise BuildError(f"the build's fork server is gone: {e.strerror or e}") from None
+    with channel:
+        pid = read_pid(channel)
+        if pid is not None:
+            with session.lock:
+                session.children.add(pid)
+        try:
+            end = answer(channel)
+        finally:
+            with session.lock:
+                session.children.discard(pid or 0)
+    if end.status is None:
+        raise BuildError(end.error)
+    return end.status
 
 
 def _kill_members(cgroup: Cgroup) -> None:

@@ -11,9 +11,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgtool import mediatypes as mt
+from imgtool import oci
 from imgtool.builder import workspace
 from imgtool.builder.cache import Explainer, StepCache
 from imgtool.builder.common import (
@@ -25,16 +26,18 @@ from imgtool.builder.common import (
     _timestamp,
     decode_text,
     read_in_context,
+    same_platform,
 )
-from imgtool.builder.layered import LayerStack
 from imgtool.builder.sourcetree import Comps, Root
-from imgtool.builder.stdincontext import read_stdin_context
 from imgtool.containerfile import dockerignore
 from imgtool.containerfile.instructions import Typed
 from imgtool.errors import BuildError, ImageNotFound
-from imgtool.layer.diff import write_layer
 from imgtool.layer.unpacked import LayerStore
 from imgtool.store import Store, StoredImage
+
+if TYPE_CHECKING:
+    from imgtool.builder.forkserver import ForkServer
+    from imgtool.builder.layered import LayerStack
 
 
 class BuildSession:
@@ -51,9 +54,12 @@ class BuildSession:
         self.file_label = ""
         self.ignore = dockerignore.PatternMatcher([])
         self.stdin_containerfile: bytes | None = None
+        self.cache_mounts: list[str] = []  # ids of the RUN --mount=type=cache used, in order
         self.lock = threading.RLock()  # the shared dicts, the output, a fork for a RUN step
         self.children: set[int] = set()  # processes running RUN steps of stages in threads
+        self.fork_server: ForkServer | None = None  # while stages build in threads
         self.cancelled = threading.Event()  # a stage failed: the others stop at their next step
+        self._seccomp: dict[tuple[str, ...], bytes] = {}  # caps -> compiled default filter
         # locked while the build runs, gc removes only the ones nobody holds; released by
         # close(), or here when the context cannot be had
         self.work, self._work_lock = workspace.hold_new(self.store.root / "build")
@@ -70,12 +76,25 @@ class BuildSession:
         is extracted into, or that stays empty when stdin is the Containerfile."""
         if self.opts.stdin is None:
             return Root(self.opts.context, "the build context")
+        from imgtool.builder.stdincontext import read_stdin_context  # `build -` only
+
         where = self.work / "context"
         where.mkdir()
         self.stdin_containerfile = read_stdin_context(self.opts.stdin, where)
         if self.stdin_containerfile is not None and self.opts.file is not None:
             raise BuildError("-f cannot name a Containerfile when stdin is the Containerfile")
         return Root(where, "the build context (stdin)")
+
+    def default_seccomp(self, caps: tuple[str, ...]) -> bytes:
+        """Docker's default seccomp program for RUN steps: from the store's cache that `run`
+        uses too (compiling it is most of 10 ms), read once per build."""
+        with self.lock:
+            if caps not in self._seccomp:
+                from imgtool.sandbox import seccomp_cache  # only when a step runs
+
+                where = self.store.root / "cache" / "seccomp"
+                self._seccomp[caps] = seccomp_cache.default_filter(caps, where)
+            return self._seccomp[caps]
 
     def close(self) -> None:
         for root in self.roots.values():
@@ -98,6 +117,8 @@ class BuildSession:
 
     def stack(self, state: ImageState) -> LayerStack:
         """The stage's filesystem so far, for lookups inside it."""
+        from imgtool.builder.layered import LayerStack  # when a step runs
+
         return LayerStack([self.layers.diff_dir(k) for k in self.layer_keys(state)])
 
     def lower_names(self, state: ImageState) -> list[str]:
@@ -114,17 +135,22 @@ class BuildSession:
                 )
             return self.unpacked[chain]
 
-    def image(self, name: str) -> StoredImage:
+    def image(self, name: str, platform: oci.Platform | None = None) -> StoredImage:
+        """A base image (for `platform`, FROM --platform), pulled when the store has none,
+        or has it for another platform only."""
         try:
             if self.opts.pull:
                 raise ImageNotFound(name)
-            return self.store.image(name)
+            found = self.store.image(name, platform)
+            if platform is None or same_platform(found.config.platform, platform):
+                return found
         except ImageNotFound:
-            from imgtool.puller import PullOptions, pull  # the registry only when needed
+            pass
+        from imgtool.puller import PullOptions, pull  # the registry only when needed
 
-            self.say(f"pulling {name}")
-            result = pull(name, self.store, PullOptions())
-            return self.store.image(result.name)
+        self.say(f"pulling {name}" + (f" ({platform})" if platform else ""))
+        result = pull(name, self.store, PullOptions(platform=platform))
+        return self.store.image(result.name, platform)
 
     def source_root(self, ctx: _StageContext, frm: str) -> Root:
         """A stage's or an image's filesystem, flattened once per build into the work dir."""
@@ -156,7 +182,8 @@ class BuildSession:
     # -- layers, the cache and history
 
     def layer_from_dir(self, root: Path, skip: Any = None) -> Layer:
-        from imgtool import compression
+        from imgtool import compression  # what makes layers: only when a step runs
+        from imgtool.layer.diff import write_layer
 
         tar_path = self.work / f"layer.{threading.get_ident()}.{time.monotonic_ns()}.tar"
         with open(tar_path, "wb") as f:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from imgtool.cli import cli
 from imgtool.cli.common import store_of
+
+if TYPE_CHECKING:
+    from imgtool.buildcache import CacheSpec, ImportedCache
+    from imgtool.builder import BuildOptions, BuildResult
+    from imgtool.store import Store
 
 
 def _exit_on_termination() -> None:
@@ -54,6 +60,21 @@ def _ssh_agents(values: tuple[str, ...]) -> dict[str, Path]:
     return out
 
 
+def _build_showing_failed_output(store: Store, opts: BuildOptions) -> BuildResult:
+    """The build; a failed RUN step's held output (quiet) goes to stderr before the error."""
+    from imgtool.builder import build as do_build
+    from imgtool.errors import RunStepFailed
+
+    try:
+        return do_build(store, opts)
+    except RunStepFailed as e:
+        if e.output_tail:
+            tail = e.output_tail
+            sys.stderr.write(tail if tail.endswith("\n") else tail + "\n")
+            sys.stderr.flush()
+        raise
+
+
 @cli.command()
 @click.argument("context", type=click.Path(exists=True, allow_dash=True), default=".")
 @click.option(
@@ -81,6 +102,22 @@ def _ssh_agents(values: tuple[str, ...]) -> dict[str, Path]:
     help="ID=SOCKET, or ID alone for $SSH_AUTH_SOCK: an ssh agent for RUN --mount=type=ssh.",
 )
 @click.option("--explain-cache", is_flag=True, help="Say why each step missed the cache.")
+@click.option(
+    "--cache-from",
+    "cache_from",
+    multiple=True,
+    metavar="SPEC",
+    help="Also read the build cache from type=registry,ref=REF or type=local,src=DIR "
+    "(,mounts=true restores cache mounts first). Repeatable.",
+)
+@click.option(
+    "--cache-to",
+    "cache_to",
+    multiple=True,
+    metavar="SPEC",
+    help="Write the build cache to type=registry,ref=REF or type=local,dest=DIR "
+    "(,mode=min|max, ,mounts=true). Repeatable.",
+)
 @click.option("--check", "check_only", is_flag=True, help="Parse and validate only.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image id.")
 @click.pass_context
@@ -99,6 +136,8 @@ def build(
     secrets: tuple[str, ...],
     ssh: tuple[str, ...],
     explain_cache: bool,
+    cache_from: tuple[str, ...],
+    cache_to: tuple[str, ...],
     check_only: bool,
     quiet: bool,
 ) -> None:
@@ -107,7 +146,6 @@ def build(
     CONTEXT `-` reads stdin: a tar of the context (plain, gzip or zstd; -f then names a file
     in it), or else the Containerfile itself, with an empty context."""
     from imgtool.builder import BuildOptions, read_containerfile
-    from imgtool.builder import build as do_build
 
     secret_files = {}
     for s in secrets:
@@ -121,6 +159,10 @@ def build(
         raise click.BadParameter(f"{context!r} is not a directory", param_hint="CONTEXT")
     if from_stdin and check_only:
         raise click.UsageError("--check reads a context directory or -f, not stdin")
+    from imgtool.buildcache.spec import parse_spec
+
+    to_specs = [parse_spec(t) for t in cache_to]  # a bad spec fails before any step
+    from_specs = [parse_spec(t) for t in cache_from]
     opts = BuildOptions(
         context=Path(context),
         stdin=sys.stdin.buffer if from_stdin else None,
@@ -137,6 +179,7 @@ def build(
         explain_cache=explain_cache,
         quiet=quiet,
         output=lambda line: click.echo(line, err=True),
+        live_output=not quiet,
     )
     if check_only:  # parse, type and plan: everything refused before a step runs
         from imgtool.builder.engine import check
@@ -147,9 +190,14 @@ def build(
         count = sum(1 + len(st.instructions) for st in plan.stages)
         click.echo(f"{shown}: {count} instructions in {len(plan.stages)} stages, no errors")
         return
+    store = store_of(ctx)
+    sources = _open_caches(store, from_specs, quiet)
+    opts.cache_from = sources
     _exit_on_termination()  # so that the build's work directory is removed on the way out
     # a failed RUN ends the command with the step's own status: cli's "build" convention
-    result = do_build(store_of(ctx), opts)
+    result = _build_showing_failed_output(store, opts)
+    if to_specs:
+        _export_caches(store, result, to_specs, sources, quiet)
     if iidfile:
         Path(iidfile).write_text(result.image_id)
     if quiet:
@@ -160,3 +208,42 @@ def build(
         + (f": {', '.join(result.tags)}" if result.tags else "")
     )
     sys.stdout.flush()
+
+
+def _open_caches(store: Store, specs: list[CacheSpec], quiet: bool) -> tuple[ImportedCache, ...]:
+    """The --cache-from sources; the registry client is loaded only when one is given."""
+    if not specs:
+        return ()
+    from imgtool.buildcache import open_source
+    from imgtool.cli.common import transport
+
+    reach = transport(False, None)
+    sources = tuple(open_source(store, s, reach) for s in specs)
+    for src in sources:
+        if not src.found and not quiet:
+            click.echo(f"no build cache at {src.name} yet", err=True)
+    return sources
+
+
+def _export_caches(
+    store: Store,
+    result: BuildResult,
+    specs: list[CacheSpec],
+    sources: tuple[ImportedCache, ...],
+    quiet: bool,
+) -> None:
+    from imgtool.buildcache import export
+    from imgtool.cli.common import transport
+
+    reach = transport(False, None)
+    for spec in specs:
+        done = export(
+            store, result.cache_entries, spec,
+            mount_ids=result.cache_mounts, sources=sources, transport=reach,
+        )  # fmt: skip
+        if not quiet:
+            click.echo(
+                f"cache {done.location}: {done.entries} steps; {done.uploaded} blobs sent, "
+                f"{done.mounted} mounted, {done.skipped} already there",
+                err=True,
+            )

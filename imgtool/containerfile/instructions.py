@@ -31,6 +31,7 @@ class From:
     source: Instruction
     image: str  # unexpanded: `FROM $BASE` is expanded with the global ARGs
     name: str | None  # AS name, lower-cased
+    platform: str | None = None  # --platform, unexpanded (`--platform=$BUILDPLATFORM`)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ Typed = (
 
 S, B, L = Kind.STRING, Kind.BOOL, Kind.STRINGS
 _FLAGS: dict[str, dict[str, Kind]] = {
+    "from": {"platform": S},
     "run": {"mount": L, "network": S, "security": S},
     "copy": {"from": S, "chown": S, "chmod": S, "link": B, "exclude": L, "parents": B},
     "add": {"chown": S, "chmod": S, "checksum": S, "link": B, "exclude": L},
@@ -192,8 +194,9 @@ def typed(inst: Instruction, file: str) -> Typed:
 Maker = Callable[[Instruction, Flags, Bad, str], Typed]
 
 
-def _from(inst: Instruction, _f: Flags, _b: Bad, _file: str) -> From:
-    return From(inst, inst.args[0], inst.args[2].lower() if len(inst.args) == 3 else None)
+def _from(inst: Instruction, flags: Flags, _b: Bad, _file: str) -> From:
+    name = inst.args[2].lower() if len(inst.args) == 3 else None
+    return From(inst, inst.args[0], name, flags.string("platform"))
 
 
 def _run(inst: Instruction, flags: Flags, bad: Bad, _file: str) -> Run:

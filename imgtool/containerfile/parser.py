@@ -208,7 +208,9 @@ def _instruction(
                 f"{sub.keyword.upper()} is not allowed in ONBUILD", file=file, line=line
             )
         return Instruction("onbuild", [rest], [], line, sub=sub)
-    flags, rest = _split_flags(rest) if keyword not in ("env", "label", "arg") else ([], rest)
+    # every instruction's flags are split off, as BuildKit does: `LABEL --x=1 a=b` is an
+    # unknown flag (typing refuses it), not a label named --x
+    flags, rest = _split_flags(rest)
     for f in flags:
         if not _FLAG.match(f):
             raise ContainerfileError(f"bad flag {f!r} for {keyword.upper()}", file=file, line=line)
@@ -295,11 +297,7 @@ def _healthcheck(rest: str, file: str, line: int) -> tuple[list[str], bool]:
     command = command.strip()
     if not command:
         return [kind], False
-    argv = _maybe_json(command, "HEALTHCHECK", file, line)
-    if argv is None and command.startswith("["):  # kept from imgtool 1 (BuildKit: a shell)
-        raise ContainerfileError(
-            f"HEALTHCHECK: {kind} is not a valid JSON array: {command}", file=file, line=line
-        )
+    argv = _maybe_json(command, "HEALTHCHECK", file, line)  # not JSON: the shell form
     return ([kind, *argv], True) if argv is not None else ([kind, command], False)
 
 

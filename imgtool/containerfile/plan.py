@@ -20,6 +20,7 @@ from imgtool.errors import BuildError, ContainerfileError
 
 # BuildKit's rule for `FROM … AS name`; a name also names files of the build cache
 STAGE_NAME = re.compile(r"[a-z][a-z0-9\-_.]*")
+PLATFORM = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class StagePlan:
     instructions: tuple[Typed, ...]
     reads: tuple[int, ...]  # the stages it needs built first (its base's included)
     line: int
+    platform: str | None = None  # FROM --platform, expanded: os/arch[/variant]
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,24 @@ def _stage(
         for ref in _references(t):
             reads += _reference(ref, t, index, earlier, names, file)
     idx = base_stage.index if base_stage is not None else None
-    return StagePlan(index, name, base, idx, tuple(body), tuple(sorted(set(reads))), line)
+    platform = _platform(frm, base_stage is not None, meta, file)
+    reads_ = tuple(sorted(set(reads)))
+    return StagePlan(index, name, base, idx, tuple(body), reads_, line, platform)
+
+
+def _platform(frm: From, from_stage: bool, meta: Mapping[str, str], file: str) -> str | None:
+    """FROM --platform expanded with the global ARGs (BUILDPLATFORM among them) and checked;
+    a stage named as the base has its own platform: a flag there would say nothing."""
+    if frm.platform is None:
+        return None
+    platform = _expand(frm.platform, meta, frm.source, file)
+    if from_stage:
+        why = f"{frm.image!r} is a stage, built for its own platform"
+    elif not PLATFORM.fullmatch(platform):
+        why = "expected os/arch or os/arch/variant"
+    else:
+        return platform
+    raise ContainerfileError(f"FROM --platform={platform}: {why}", file=file, line=frm.source.line)
 
 
 def _references(t: Typed) -> list[str]:

@@ -5,13 +5,17 @@ prefixed with its stage; a failure in one stage stops the other and is the one r
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import imgtool as api
 from imgtool.store import Store
-from tests.conftest import imgtool
+from tests.conftest import REPO, imgtool
 from tests.support.registry import Registry
 
 pytestmark = [
@@ -80,3 +84,35 @@ def test_a_failing_stage_stops_the_others_and_is_reported(
     assert took < 90, f"the waiting stage was not stopped ({took:.0f}s)"
     with pytest.raises(Exception):  # noqa: B017 - nothing was tagged
         store.image("par:2")
+
+
+def test_no_process_is_forked_while_stage_threads_run(
+    hub: Registry, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork in a process with other threads can leave the child stuck on a lock one of them
+    held: the stages' steps come from a fork server forked before the first stage thread."""
+    real_fork = os.fork
+    threads_at_fork: list[list[str]] = []
+    before = set(threading.enumerate())  # other tests' servers: not the build's threads
+
+    def fork() -> int:
+        others = [t.name for t in threading.enumerate() if t not in before]
+        pid = real_fork()
+        if pid != 0:  # the parent's record; children keep their own copies
+            threads_at_fork.append(others)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    api.build(store, _context(tmp_path, HANDSHAKE), tags=["par:3"])
+    assert threads_at_fork and all(others == [] for others in threads_at_fork), threads_at_fork
+    assert store.image("par:3")
+
+
+def test_parallel_stages_raise_no_fork_warning(hub: Registry, tmp_path: Path) -> None:
+    """Python 3.12 warns (DeprecationWarning) about fork() in a threaded process; as an error,
+    such a fork would fail the build."""
+    ctx = _context(tmp_path, HANDSHAKE)
+    cmd = [sys.executable, "-W", "error::DeprecationWarning", "-m", "imgtool", "build", str(ctx)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "[left] left got from-right" in r.stderr.splitlines()

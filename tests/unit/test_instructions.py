@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from imgtool import oci
 from imgtool.builder import BuildOptions
 from imgtool.builder.engine import check
 from imgtool.containerfile import instructions as ins
@@ -48,6 +49,10 @@ def one(text: str) -> ins.Typed:
         ("HEALTHCHECK echo", "HEALTHCHECK needs CMD or NONE"),
         ('HEALTHCHECK CMD ["a", 1]', "the JSON form must be an array of strings"),
         ("ONBUILD RUN --bogus true", "unknown flag --bogus for RUN"),
+        ("LABEL --x=1 a=b", "unknown flag --x for LABEL"),  # not a label named --x
+        ("ENV --x=1 a=b", "unknown flag --x for ENV"),
+        ("ARG --x=1 A", "unknown flag --x for ARG"),
+        ("FROM --bogus=1 busybox", "unknown flag --bogus for FROM"),
     ],
 )
 def test_refused_before_anything_runs(text: str, message: str) -> None:
@@ -102,6 +107,40 @@ def test_flags_and_values_are_typed() -> None:
     assert isinstance(arg, ins.Arg) and arg.names == (("A", None), ("B", "2"))
     onbuild = one("ONBUILD COPY a /b")
     assert isinstance(onbuild, ins.Onbuild) and isinstance(onbuild.instruction, ins.Copy)
+
+
+def test_invalid_json_is_the_shell_form() -> None:
+    """As BuildKit does for HEALTHCHECK too (it used to be an error here)."""
+    health = one('HEALTHCHECK CMD ["true"')
+    assert isinstance(health, ins.Healthcheck) and health.test == ("CMD-SHELL", '["true"')
+
+
+def test_from_platform_is_expanded_with_the_global_args(tmp_path: Path) -> None:
+    opts = BuildOptions(context=tmp_path / "does-not-exist")
+    text = "ARG ARCH=arm64\nFROM --platform=$BUILDPLATFORM busybox\nFROM --platform=linux/$ARCH x\n"
+    plan = check(text, "Containerfile", opts, print)
+    host = oci.Platform.host()
+    assert plan.stages[0].platform == f"{host.os}/{host.architecture}" + (
+        f"/{host.variant}" if host.variant else ""
+    )
+    assert plan.stages[1].platform == "linux/arm64"
+    assert plan.stages[0].base == "busybox" and plan.stages[1].base == "x"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("FROM --platform=arm64 busybox\n", "--platform=arm64: expected os/arch"),
+        ("FROM --platform=$NOPE busybox\n", "--platform=: expected os/arch"),
+        ("FROM busybox AS a\nFROM --platform=linux/arm64 a\n", "'a' is a stage"),
+    ],
+)
+def test_from_platform_refused_before_anything_runs(
+    text: str, message: str, tmp_path: Path
+) -> None:
+    opts = BuildOptions(context=tmp_path / "does-not-exist")
+    with pytest.raises(ContainerfileError, match=message):
+        check(text, "Containerfile", opts, print)
 
 
 def test_check_runs_parse_typing_and_plan_only(tmp_path: Path) -> None:
