@@ -16,5 +16,7 @@ install_imgtool test
 echo "== ruff"
 .venv/bin/ruff check imgtool tests fixtures benchmarks
 .venv/bin/ruff format --check --quiet imgtool tests fixtures benchmarks
+echo "== mypy"
+.venv/bin/mypy  # pyproject.toml's [tool.mypy]: the whole package, clean
 echo "== pytest"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
