@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.timing import medians_alternating  # noqa: E402
 from tests.support import podman as podman_support  # noqa: E402
 
 
@@ -49,21 +50,25 @@ def median_ms(
     return statistics.median(times)
 
 
-def import_ms(cmd: list[str], env: dict[str, str]) -> float | str:
-    """The sum of the top-level `python -X importtime` cumulative figures of one run of `cmd`
-    (an imgtool console script): what its imports cost, as Python counts it."""
-    r = subprocess.run(
-        [sys.executable, "-X", "importtime", *cmd], env=env, capture_output=True, text=True
-    )
-    if r.returncode != 0:
-        return f"failed: {r.stderr.strip().splitlines()[-1:]}"
-    total = 0
-    for line in r.stderr.splitlines():
-        parts = line.removeprefix("import time:").split("|")
-        # a top-level import: its name right after "| " (nested ones are indented further)
-        if len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("  "):
-            total += int(parts[1])
-    return total / 1000
+def import_ms(cmd: list[str], env: dict[str, str], runs: int = 5) -> float | str:
+    """The sum of the top-level `python -X importtime` cumulative figures of `cmd` (an imgtool
+    console script): what its imports cost, as Python counts it. The least of `runs` runs: on
+    a busy machine one run's figure is mostly the others' load."""
+    totals = []
+    for _ in range(runs):
+        r = subprocess.run(
+            [sys.executable, "-X", "importtime", *cmd], env=env, capture_output=True, text=True
+        )
+        if r.returncode != 0:
+            return f"failed: {r.stderr.strip().splitlines()[-1:]}"
+        total = 0
+        for line in r.stderr.splitlines():
+            parts = line.removeprefix("import time:").split("|")
+            # a top-level import: its name right after "| " (nested ones are indented further)
+            if len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("  "):
+                total += int(parts[1])
+        totals.append(total / 1000)
+    return min(totals)
 
 
 def podman_rows(layout: Path, work: Path, runs: int) -> dict[str, float | str]:
@@ -109,8 +114,11 @@ def imgtool_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "imgtool"]
 
 
-def imgtool_rows(layout: Path, runs: int) -> tuple[dict[str, float | str], dict[str, float | str]]:
-    """(wall times, import times) of imgtool's commands on the store `layout`."""
+def imgtool_rows(
+    layout: Path, runs: int, baseline: str | None = None
+) -> tuple[dict[str, float | str], dict[str, float | str]]:
+    """(wall times, import times) of imgtool's commands on the store `layout`; with
+    `baseline` (another install's imgtool script), that one's too, run in alternation."""
     env = {**os.environ, "IMGTOOL_ROOT": str(layout)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as a user runs it: byte-compiled
     cmd = imgtool_command()
@@ -118,7 +126,10 @@ def imgtool_rows(layout: Path, runs: int) -> tuple[dict[str, float | str], dict[
     imports: dict[str, float | str] = {}
     for label, net in (("--network none", ["--network", "none"]), ("bridge", [])):
         argv = ["run", "--rm", *net, "latest", "true"]
-        times[f"imgtool run --rm ({label})"] = median_ms([*cmd, *argv], runs, env=env)
+        cmds = {f"imgtool run --rm ({label})": [*cmd, *argv]}
+        if baseline:
+            cmds[f"baseline run --rm ({label})"] = [baseline, *argv]
+        times.update(medians_alternating(cmds, runs, env))
         imports[f"imgtool run --rm ({label})"] = import_ms([*cmd[-1:], *argv], env)
     for argv in (["images"], ["--help"]):
         imports[f"imgtool {argv[0]}"] = import_ms([*cmd[-1:], *argv], env)
@@ -156,9 +167,11 @@ def report(runs: int, results: dict[str, float | str], imports: dict[str, float 
             continue
         podman = "podman run --rm --network " + ("bridge" if "bridge" in name else "none")
         bases = {"runc": results.get("runc run"), "podman": results.get(podman)}
+        if name.startswith("imgtool run"):  # the same command of --baseline, if measured
+            bases["baseline"] = results.get(name.replace("imgtool", "baseline", 1))
         ratios = [f"{value / b:.2f}x {k}" for k, b in bases.items() if isinstance(b, float)]
         print(f"  {name:40s} {value:7.1f} ms  ({', '.join(ratios)})")
-    print("python -X importtime, top-level total (one run):")
+    print("python -X importtime, top-level total (least of 5 runs):")
     for name, value in imports.items():
         shown = f"{value:7.1f} ms" if isinstance(value, float) else value
         print(f"  {name:40s} {shown}")
@@ -169,6 +182,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--fix-hybrid-cgroups", action="store_true")
+    ap.add_argument(
+        "--baseline",
+        help="another install's imgtool script (e.g. of the previous commit), run in turn with "
+        "this one: the change's effect as a ratio",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root")
@@ -182,7 +200,7 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        results, imports = imgtool_rows(layout, args.runs)
+        results, imports = imgtool_rows(layout, args.runs, args.baseline)
         results.update(runtime_rows(layout, work, args.runs))
         results.update(podman_rows(layout, work, args.runs))
         results["python3 -c pass (interpreter start)"] = median_ms(

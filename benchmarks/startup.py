@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.timing import medians_alternating  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 
@@ -44,9 +45,27 @@ def median_ms(cmd: list[str], runs: int, env: dict[str, str]) -> float:
     return statistics.median(times)
 
 
+def startup_rows(
+    imgtool: list[str], baseline: str | None, runs: int, env: dict[str, str]
+) -> dict[str, float | str]:
+    """`--help` and `images`, with the baseline's run in turn when given."""
+    rows: dict[str, float | str] = {}
+    for argv in (["--help"], ["images"]):
+        cmds = {f"imgtool {argv[0]}": [*imgtool, *argv]}
+        if baseline:
+            cmds[f"baseline {argv[0]}"] = [baseline, *argv]
+        rows.update(medians_alternating(cmds, runs, env))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument(
+        "--baseline",
+        help="another install's imgtool script (e.g. of the previous commit): its --help and "
+        "images run in turn with this one's, printed as ratios",
+    )
     args = ap.parse_args()
     if not shutil.which("skopeo") or not shutil.which("docker-registry"):
         raise SystemExit("needs Debian's skopeo and docker-registry")
@@ -72,8 +91,7 @@ def main() -> None:
             subprocess.run([*imgtool, "pull", "-q", ref], env=env, check=True, capture_output=True)
             rows = {
                 "python3 -c pass": median_ms([sys.executable, "-c", "pass"], args.runs, env),
-                "imgtool --help": median_ms([*imgtool, "--help"], args.runs, env),
-                "imgtool images": median_ms([*imgtool, "images"], args.runs, env),
+                **startup_rows(imgtool, args.baseline, args.runs, env),
                 "imgtool pull (already in the store)": median_ms(
                     [*imgtool, "pull", "-q", ref], args.runs, env
                 ),
@@ -89,9 +107,16 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(f"median of {args.runs} runs:")
     for name, value in rows.items():
-        print(f"  {name:38s} {value:7.1f} ms")
+        base = (
+            rows.get(name.replace("imgtool", "baseline", 1)) if name.startswith("imgtool") else None
+        )
+        both = isinstance(base, float) and isinstance(value, float)
+        ratio = f"  ({value / base:.2f}x baseline)" if both else ""  # type: ignore[operator]
+        shown = f"{value:7.1f} ms" if isinstance(value, float) else value
+        print(f"  {name:38s} {shown}{ratio}")
     pull, skopeo = rows["imgtool pull (already in the store)"], rows["skopeo inspect --raw"]
-    print(f"  pull / skopeo inspect                  {pull / skopeo:7.2f}x  (target <= 1.5x)")
+    if isinstance(pull, float) and isinstance(skopeo, float):
+        print(f"  pull / skopeo inspect                  {pull / skopeo:7.2f}x  (target <= 1.5x)")
     print("  --help, images target                  <= 60 ms each")
 
 

@@ -9,10 +9,10 @@ and the CLI's start-up pay only for what they use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 from imgtool.errors import InvalidArgument
 from imgtool.progress import Callback, Event, ignore
@@ -26,13 +26,11 @@ if TYPE_CHECKING:
     from imgtool.puller import PullResult
     from imgtool.pusher import PushResult
     from imgtool.registry.client import TransportOptions
-    from imgtool.sandbox.cgroups import Limits
 
 Network = Literal["bridge", "none", "host"]
 Compression = Literal["gzip", "zstd"]
 NETWORKS: tuple[Network, ...] = ("bridge", "none", "host")
 COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd")
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -143,11 +141,12 @@ def build(
     progress: Callback | None = None,
 ) -> BuildResult:
     """Build the Containerfile (default: `context`/Containerfile or Dockerfile) and name the
-    image `tags`. Each step's line goes to `progress` as Event("info", message=…); without a
-    callback, RUN steps' output is held back too (shown on stderr only when a step fails).
+    image `tags`. Each step's line, and each line RUN steps write, goes to `progress` as
+    Event("info", message=…). Nothing is printed: without a callback, a failed RUN step's last
+    4000 bytes of output are on the error, as RunStepFailed.output_tail.
 
     Raises ContainerfileError (file, line, column), RunStepFailed (stage, instruction,
-    status), BuildError, and what pulling a base image raises."""
+    status, output_tail), BuildError, and what pulling a base image raises."""
     from imgtool.builder import BuildOptions
     from imgtool.builder import build as do_build
 
@@ -199,19 +198,25 @@ def run(
     rm: bool = False,
     read_only: bool = False,
     platform: str | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
 ) -> RunResult:
     """Run `command` (default: the image's Entrypoint and Cmd) in a new container from
-    `image`, in the foreground, and return how it ended. The container's stdin, stdout and
-    stderr are this process's.
+    `image`, in the foreground, and return how it ended. The container's stdin is this
+    process's; its stdout and stderr too, unless `stdout`/`stderr` give an open file
+    descriptor to write to instead (a pipe's write end, a file's: the caller keeps and closes
+    it; stderr=stdout puts both in one).
 
     `memory` as docker's -m ("64m", "1g", or bytes; 0: none), `cpus` as --cpus, `env` items
     NAME=value, `volumes` /host:/container[:ro]. Raises InvalidArgument (before anything is
     created), ImageNotFound, and the runner's RunError (a SandboxError's step, path, errno in
     its message; `status` 125, or 126/127 when the command cannot be executed)."""
-    from imgtool.runner import RunOptions, execute, prepare
+    from imgtool.runner import RunOptions, execute, parse_limits, prepare
 
     if network not in NETWORKS:
         raise InvalidArgument("network", network, "expected bridge, none or host")
+    _check_descriptor("stdout", stdout)
+    _check_descriptor("stderr", stderr)
     opts = RunOptions(
         command=list(command),
         entrypoint=entrypoint,
@@ -225,31 +230,25 @@ def run(
         rm=rm,
         read_only=read_only,
         platform=_platform(platform),
+        stdout=stdout,
+        stderr=stderr,
     )
     rec, spec = prepare(store, image, opts)
     outcome = execute(store, rec, spec)
     return RunResult(rec.id, rec.name, outcome.status, outcome.oom_killed)
 
 
-def parse_limits(memory: str | int | None, cpus: str | float | None, pids: int | None) -> Limits:
-    """Docker's -m, --cpus and --pids-limit, checked: a bad value is an InvalidArgument naming
-    it (the CLI's `run` uses this too)."""
-    from imgtool.sandbox import cgroups
+def _check_descriptor(name: str, fd: int | None) -> None:
+    if fd is None:
+        return
+    import os
 
-    return cgroups.Limits(
-        _parsed("memory", memory, cgroups.parse_memory),
-        _parsed("cpus", cpus, cgroups.parse_cpus),
-        cgroups.parse_pids(pids),
-    )
-
-
-def _parsed(name: str, value: object, parse: Callable[[str], _T]) -> _T | None:
-    if value is None:
-        return None
+    if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+        raise InvalidArgument(name, fd, f"{fd!r} is not a file descriptor")
     try:
-        return parse(str(value))
-    except ValueError as e:
-        raise InvalidArgument(name, value, str(e)) from None
+        os.fstat(fd)
+    except OSError:
+        raise InvalidArgument(name, fd, f"file descriptor {fd} is not open") from None
 
 
 # --- layers and size gates ----------------------------------------------------------------

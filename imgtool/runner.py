@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from imgtool import oci
 from imgtool.containers import Containers, Record, alive, proc_start_time
-from imgtool.errors import ImgtoolError, SandboxError
+from imgtool.errors import ImgtoolError, InvalidArgument, SandboxError
 from imgtool.layer.unpacked import LayerStore
-from imgtool.sandbox import liveness, runner, seccomp_cache
+from imgtool.sandbox import cgroups, liveness, runner, seccomp_cache
 from imgtool.sandbox.cgroups import Cgroup, Limits
 from imgtool.sandbox.spec import (
     CAP_NUMBERS,
@@ -34,6 +35,7 @@ from imgtool.sandbox.spec import (
 )
 from imgtool.store import Store
 
+_T = TypeVar("_T")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -63,6 +65,27 @@ class RunOptions:
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False
+    stdout: int | None = None  # a descriptor to give the command as its stdout (None: ours)
+    stderr: int | None = None
+
+
+def parse_limits(memory: str | int | None, cpus: str | float | None, pids: int | None) -> Limits:
+    """Docker's -m, --cpus and --pids-limit, checked: a bad value is an InvalidArgument naming
+    it (api.run and the CLI's `run`)."""
+    return Limits(
+        _parsed("memory", memory, cgroups.parse_memory),
+        _parsed("cpus", cpus, cgroups.parse_cpus),
+        cgroups.parse_pids(pids),
+    )
+
+
+def _parsed(name: str, value: object, parse: Callable[[str], _T]) -> _T | None:
+    if value is None:
+        return None
+    try:
+        return parse(str(value))
+    except ValueError as e:
+        raise InvalidArgument(name, value, str(e)) from None
 
 
 class RunError(ImgtoolError):
@@ -163,6 +186,8 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
     ports = _ports(opts, config, store)
     if opts.detach and opts.tty:
         raise RunError("-d with -t is not supported: attach is not implemented")
+    if opts.tty and (opts.stdout is not None or opts.stderr is not None):
+        raise RunError("a terminal is the command's stdout and stderr: not with stdout/stderr")
     layers = LayerStore(store)
     diff_ids = layers.unpack(image)
     containers = Containers(store.root)
@@ -191,6 +216,8 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
         limits=opts.limits,
         tty=opts.tty,
         stdin=opts.interactive or opts.tty,
+        stdout=opts.stdout,
+        stderr=opts.stderr,
         init=opts.init,
         readonly_rootfs=opts.read_only,
         seccomp=seccomp,

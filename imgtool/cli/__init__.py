@@ -1,21 +1,18 @@
 """The command line: a thin click layer over the library, and the only place that prints.
 
-Commands live one module per verb or small group; heavy modules are imported inside the
-commands, so that starting imgtool costs only what the command needs.
+Commands live one module per verb or small group (the click group in cli/group.py); heavy
+modules are imported inside the commands, so that starting imgtool costs only what the command
+needs. The commonest command lines of `run` and `images` skip click altogether (cli/fast.py).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import TYPE_CHECKING
 
-import click
-
-from imgtool import __version__
-
 if TYPE_CHECKING:
     from imgtool.cli.common import Convention
+    from imgtool.cli.group import cli as cli
 
 # command -> the module that defines it; imported only when that command runs
 COMMANDS = {
@@ -81,79 +78,21 @@ SUMMARIES = {
 }
 
 
-class _Group(click.Group):
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """click's listing, from SUMMARIES instead of importing each command's module."""
-        names = self.list_commands(ctx)
-        limit = formatter.width - 6 - max(len(n) for n in names)
-        rows = [(n, _shortened(SUMMARIES[n], limit)) for n in names]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+def __getattr__(name: str) -> object:
+    """`cli`, the click group, on first use: `run` and `images` may never need click."""
+    if name == "cli":
+        from imgtool.cli.group import cli
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        if name not in self.commands:
-            importlib.import_module(f"imgtool.cli.{COMMANDS[name]}")
-        return self.commands.get(name)
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except (Exception, KeyboardInterrupt) as e:
-            from imgtool.cli.common import failure_of
-
-            failure = failure_of(e, CONVENTIONS.get(ctx.invoked_subcommand or "", "plain"))
-            if failure is None:
-                raise  # not ours to report: click's own exits, and bugs (with their traceback)
-            if ctx.obj and ctx.obj.get("debug"):
-                from imgtool.cli.debug import print_traceback
-
-                print_traceback(e)
-            if isinstance(e, click.ClickException):
-                e.show()  # click's form: the usage line and a hint, then the error
-            else:
-                click.echo(f"imgtool: {failure.message}", err=True)
-            sys.exit(failure.status)
-
-
-def _shortened(text: str, limit: int) -> str:
-    """As click shortens a command's help: whole words, then "...", within `limit`."""
-    if len(text) <= limit:
-        return text
-    if limit < 3:
-        return "..."
-    import textwrap  # only when a line is too long for the terminal
-
-    return textwrap.shorten(text, limit, placeholder="...", break_on_hyphens=False)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="imgtool")
-@click.option(
-    "--root",
-    envvar="IMGTOOL_ROOT",
-    type=click.Path(file_okay=False),
-    help="The store (an OCI image layout). Default /var/lib/imgtool as root.",
-)
-@click.option(
-    "--debug",
-    is_flag=True,
-    envvar="IMGTOOL_DEBUG",
-    help="On failure print the traceback; log HTTP exchanges (redacted) to stderr.",
-)
-@click.pass_context
-def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
-    """A daemonless OCI image builder, layer manager and runner."""
-    ctx.obj = {"root": root, "debug": debug}
-    if debug:
-        from imgtool.cli.debug import log_http_exchanges
-
-        log_http_exchanges()
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    from imgtool.cli import fast
+
+    parsed = fast.parse(sys.argv[1:])
+    if parsed is not None:
+        sys.exit(fast.execute(parsed))
+    from imgtool.cli.group import cli
+
     cli(prog_name="imgtool")

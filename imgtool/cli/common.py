@@ -1,17 +1,19 @@
-"""Options and helpers shared by several commands."""
+"""Options and helpers shared by several commands. click is imported where it is used, not
+here: the lean path of `run` and `images` (cli/fast.py) uses this module without it."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import click
-
 from imgtool.errors import ImgtoolError, InvalidArgument, RunStepFailed
 
 if TYPE_CHECKING:
+    import click
+
     from imgtool.reference import Reference
     from imgtool.store import Store
 
@@ -22,10 +24,17 @@ def store_of(ctx: click.Context) -> Store:
     from imgtool.store import Store
 
     root = ctx.find_root().obj.get("root")
-    return Store(Path(root) if root else None, resolve=_resolve_name)
+    return Store(Path(root) if root else None, resolve=resolve_name)
 
 
-def _resolve_name(text: str) -> Reference:
+def echo(text: str, err: bool = False) -> None:
+    """click.echo's behaviour for plain text (a line, flushed), without importing click."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def resolve_name(text: str) -> Reference:
     """registries.conf's resolver, imported on first use: `images` and a run by digest or full
     name never need it (a few ms of start-up)."""
     from imgtool.registry.config import resolve_name
@@ -34,6 +43,8 @@ def _resolve_name(text: str) -> Reference:
 
 
 def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    import click
+
     f = click.option(
         "--cert-dir",
         type=click.Path(exists=True, file_okay=False),
@@ -57,7 +68,7 @@ def transport(insecure: bool, cert_dir: str | None, **extra: Any) -> Any:
 
 
 def _warn(message: str) -> None:
-    click.echo(f"imgtool: warning: {message}", err=True)
+    echo(f"imgtool: warning: {message}", err=True)
 
 
 def human_size(n: float) -> str:
@@ -92,12 +103,15 @@ def failure_of(exc: BaseException, convention: Convention = "plain") -> Failure 
     """The one mapping from exceptions to messages and exit statuses, by exception type.
     None for what is not a failure of ours to report (SystemExit, click's own exits)."""
     own = {"run": EXIT_RUN_OWN_FAILURE, "gate": EXIT_USAGE}.get(convention, 1)
+    # click's exceptions exist only once click is loaded (the lean path never loads it)
+    click = sys.modules.get("click")
     if isinstance(exc, KeyboardInterrupt):
         return Failure("interrupted", EXIT_INTERRUPTED)
-    if isinstance(exc, click.UsageError | InvalidArgument):
-        message = exc.format_message() if isinstance(exc, click.UsageError) else str(exc)
+    usage = click is not None and isinstance(exc, click.UsageError)
+    if usage or isinstance(exc, InvalidArgument):
+        message = exc.format_message() if usage else str(exc)  # type: ignore[attr-defined]
         return Failure(one_line(message), own if convention == "run" else EXIT_USAGE)
-    if isinstance(exc, click.ClickException):  # a file click could not open, say
+    if click is not None and isinstance(exc, click.ClickException):  # a file click could not open
         return Failure(one_line(exc.format_message()), own)
     if isinstance(exc, RunStepFailed) and convention == "build":
         return Failure(one_line(str(exc)), min(max(exc.status, 1), 255))

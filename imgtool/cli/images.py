@@ -3,40 +3,23 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
-from imgtool.cli import cli
+from imgtool.cli import cli, options
 from imgtool.cli.common import human_size, store_of
+from imgtool.cli.group import with_options
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (exact bytes, full digests).")
-@click.option("--digests", is_flag=True, help="Show full digests.")
+@with_options(options.IMAGES)
 @click.pass_context
 def images(ctx: click.Context, as_json: bool, digests: bool) -> None:
     """List the images in the store."""
-    from imgtool.inspect import list_images
+    from imgtool.cli.actions import list_images
 
-    rows = list_images(store_of(ctx))
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
-        return
-    table = [("NAME", "DIGEST", "IMAGE ID", "CREATED", "SIZE")]
-    for r in rows:
-        digest = r.digest if digests else r.digest.split(":", 1)[1][:12]
-        table.append(
-            (
-                r.name,
-                digest,
-                r.image_id.split(":", 1)[1][:12] if r.image_id else "-",
-                r.created_ago,
-                human_size(r.size),
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
-    for row in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    list_images(store_of(ctx), as_json, digests)
 
 
 @cli.command()
@@ -57,7 +40,7 @@ def inspect(
     if raw or config_only:
         img = store.image(name, plat)
         data = img.config.raw if config_only else store.read_blob(img.descriptor.digest)
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer  # click.get_binary_stream is deprecated in click 8.5
         out.write(data)  # the exact bytes, no newline added: they hash to the digest
         out.flush()
         return

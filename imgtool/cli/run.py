@@ -1,4 +1,5 @@
-"""`imgtool run`, `ps`, `stop`, `rm`, `logs`. Kept free of registry imports: `run` starts fast."""
+"""`imgtool run`, `ps`, `stop`, `rm`, `logs`. Kept free of registry imports: `run` starts fast
+(and usually without click at all: cli/fast.py)."""
 
 from __future__ import annotations
 
@@ -7,98 +8,21 @@ import time
 
 import click
 
-from imgtool.cli import cli
+from imgtool.cli import cli, options
 from imgtool.cli.common import store_of
+from imgtool.cli.group import with_options
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("--name", default="", help="A name for the container.")
-@click.option("--rm", is_flag=True, help="Remove the container when it exits.")
-@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
-@click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
-@click.option("-t", "--tty", is_flag=True, help="Give the container a terminal.")
-@click.option("-e", "--env", multiple=True, help="NAME=value (or NAME: the host's value).")
-@click.option("-w", "--workdir", help="Working directory in the container.")
-@click.option("-u", "--user", help="name|uid[:group|gid], resolved in the image.")
-@click.option("-v", "--volume", multiple=True, help="/host/path:/container/path[:ro].")
-@click.option("--hostname", help="The container's host name.")
-@click.option("--network", default="bridge", show_default=True, help="bridge, none or host.")
-@click.option(
-    "-p", "--publish", multiple=True, help="[ip:]hostport:containerport[/tcp|udp] (bridge network)."
-)
-@click.option("-P", "--publish-all", is_flag=True, help="Publish every EXPOSEd port.")
-@click.option("-m", "--memory", help="Memory limit (e.g. 256m, 1g; 0: none).")
-@click.option("--cpus", help="CPU limit in CPUs (e.g. 1.5; 0: none).")
-@click.option("--pids-limit", type=int, help="Maximum number of processes (0 or -1: none).")
-@click.option(
-    "--device", multiple=True, help="HOST[:CONTAINER][:rwm]: give the container a host device."
-)
-@click.option("--cap-add", multiple=True, help="Add a capability (or ALL).")
-@click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")
-@click.option(
-    "--privileged",
-    is_flag=True,
-    help="All capabilities and host devices, no seccomp filter, nothing masked.",
-)
-@click.option("--entrypoint", help="Override the image's entrypoint ('' clears it).")
-@click.option("--init", is_flag=True, help="Run a minimal init as PID 1 (reaps zombies).")
-@click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
-@click.option("--platform", help="For an index: which platform's image.")
-@click.option(
-    "--security-opt",
-    multiple=True,
-    help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format), no-new-privileges.",
-)
+@with_options(options.RUN)
 @click.pass_context
 def run(ctx: click.Context, image: str, command: tuple[str, ...], **o: object) -> None:
     """Run a command in a new container from IMAGE."""
-    from imgtool import oci
-    from imgtool.api import parse_limits
-    from imgtool.runner import RunOptions, execute, prepare, start_detached
+    from imgtool.cli.actions import run_container
 
-    # a bad value exits 125 as docker's does: cli's "run" convention
-    limits = parse_limits(o["memory"], o["cpus"], o["pids_limit"])  # type: ignore[arg-type]
-    opts = RunOptions(
-        command=list(command),
-        entrypoint=o["entrypoint"],
-        env=list(o["env"]),  # type: ignore[arg-type]
-        workdir=o["workdir"],
-        user=o["user"],
-        volumes=list(o["volume"]),  # type: ignore[arg-type]
-        hostname=o["hostname"],
-        name=str(o["name"]),
-        network=str(o["network"]),  # type: ignore[arg-type]
-        limits=limits,
-        rm=bool(o["rm"]),
-        detach=bool(o["detach"]),
-        tty=bool(o["tty"]),
-        interactive=bool(o["interactive"]),
-        init=bool(o["init"]),
-        read_only=bool(o["read_only"]),
-        platform=oci.Platform.parse(str(o["platform"])) if o["platform"] else None,
-        publish=list(o["publish"]),  # type: ignore[arg-type]
-        publish_all=bool(o["publish_all"]),
-        security_opts=list(o["security_opt"]),  # type: ignore[arg-type]
-        devices=list(o["device"]),  # type: ignore[arg-type]
-        cap_add=list(o["cap_add"]),  # type: ignore[arg-type]
-        cap_drop=list(o["cap_drop"]),  # type: ignore[arg-type]
-        privileged=bool(o["privileged"]),
-    )
-    store = store_of(ctx)
-    rec, spec = prepare(store, image, opts)
-    if opts.detach:
-        rec = start_detached(store, rec, spec)
-        click.echo(rec.id)
-        return
-    outcome = execute(store, rec, spec)
-    if outcome.oom_killed:
-        click.echo(
-            f"imgtool: container {rec.name} was killed: out of memory (limit {o['memory']})",
-            err=True,
-        )
-    sys.exit(outcome.status)
+    sys.exit(run_container(store_of(ctx), image, command, o))
 
 
 def _ago(t: float) -> str:

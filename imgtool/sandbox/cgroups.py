@@ -109,11 +109,9 @@ class Cgroup:
             parent = CGROUP_ROOT / PARENT
             parent.mkdir(exist_ok=True)
             available = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
-            enable = " ".join(f"+{c}" for c in ("memory", "pids", "cpu") if c in available)
-            if enable:
-                for d in (CGROUP_ROOT, parent):
-                    with contextlib.suppress(OSError):
-                        (d / "cgroup.subtree_control").write_text(enable)
+            wanted = [c for c in ("memory", "pids", "cpu") if c in available]
+            for d in (CGROUP_ROOT, parent):
+                _enable_controllers(d, wanted)
         for p in paths.values():
             try:
                 p.mkdir(parents=True, exist_ok=True)
@@ -161,8 +159,19 @@ class Cgroup:
         return [d.parent.parent.name for d in self.dirs]  # <root>/<hierarchy>/imgtool/<id>
 
     def add(self, pid: int) -> None:
+        """Move process `pid` (all its threads) into this cgroup."""
         for d in self.dirs:
             _write(d / "cgroup.procs", str(pid))
+
+    def join(self) -> None:
+        """Move the calling process, which must be single-threaded (as a freshly forked child
+        is), into this cgroup. On v1 by writing "0" to `tasks`: moving only the calling thread
+        spares the kernel's global threadgroup lock, whose write side waits for an RCU grace
+        period (5-20 ms per run here, against 0.5 ms); a single-threaded process is its
+        thread. On v2 through cgroup.procs: cgroup.threads cannot cross threaded domains."""
+        name = "cgroup.procs" if self.version == 2 else "tasks"
+        for d in self.dirs:
+            _write(d / name, "0")
 
     def oom_kills(self) -> int:
         for d in self.dirs:
@@ -177,6 +186,20 @@ class Cgroup:
     def destroy(self) -> None:
         for d in self.dirs:
             remove_dir(d)
+
+
+def _enable_controllers(d: Path, wanted: Sequence[str]) -> None:
+    """Enable `wanted` for d's children, writing only those not enabled yet: once the first
+    container has done it, a run reads one file instead of taking the cgroup lock twice."""
+    control = d / "cgroup.subtree_control"
+    try:
+        enabled = control.read_text().split()
+    except OSError:
+        enabled = []
+    missing = " ".join(f"+{c}" for c in wanted if c not in enabled)
+    if missing:
+        with contextlib.suppress(OSError):
+            control.write_text(missing)
 
 
 def write_device_rules(d: Path, rules: Sequence[DeviceRule]) -> None:

@@ -149,6 +149,10 @@ class SandboxSpec:
     cgroup_hierarchies: list[str] = field(default_factory=list)
     tty: bool = False
     stdin: bool = True
+    # descriptors (of the caller's process) that become the command's stdout and stderr; None:
+    # the caller's own
+    stdout: int | None = None
+    stderr: int | None = None
     init: bool = False  # a minimal init as PID 1 that reaps zombies and forwards signals
     readonly_rootfs: bool = False
 

@@ -37,13 +37,15 @@ def test_a_name_loads_its_module_on_first_use() -> None:
 
 
 def test_every_exported_name_resolves() -> None:
-    assert set(imgtool.__all__) == {"__version__", *imgtool._EXPORTS}
+    assert set(imgtool._ELSEWHERE) <= set(imgtool.__all__)
     for name in imgtool.__all__:
         assert getattr(imgtool, name) is not None, name
     assert imgtool.pull is api.pull and imgtool.Store is Store
     assert set(dir(imgtool)) >= set(imgtool.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         imgtool.nope  # noqa: B018
+    with pytest.raises(AttributeError, match="parse_limits"):
+        imgtool.parse_limits  # noqa: B018  (in imgtool.api, but not public)
 
 
 def test_submodule_imports_do_not_shadow_the_verbs() -> None:
@@ -107,9 +109,11 @@ def test_build_refuses_a_missing_context_and_a_bad_compression(root: Path, tmp_p
 
 
 def test_limits_parse_as_docker_does() -> None:
-    limits = api.parse_limits("64m", "0.5", 10)
+    from imgtool.runner import parse_limits
+
+    limits = parse_limits("64m", "0.5", 10)
     assert (limits.memory, limits.cpus, limits.pids) == (64 << 20, 0.5, 10)
-    assert api.parse_limits(None, None, None) == api.parse_limits("0", "0", 0)  # 0: no limit
+    assert parse_limits(None, None, None) == parse_limits("0", "0", 0)  # 0: no limit
 
 
 def test_errors_are_one_tree() -> None:

@@ -63,9 +63,9 @@ def test_short_names_still_follow_registries_conf(
     conf = tmp_path / "registries.conf"
     conf.write_text('[aliases]\n"myalias" = "quay.io/some/thing"\n')
     monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
-    from imgtool.cli.common import _resolve_name
+    from imgtool.cli.common import resolve_name
 
-    assert str(_resolve_name("myalias")) == "quay.io/some/thing:latest"
+    assert str(resolve_name("myalias")) == "quay.io/some/thing:latest"
 
 
 @pytest.mark.parametrize("width", [40, 60, 80, 200])

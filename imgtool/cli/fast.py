@@ -1,0 +1,166 @@
+"""A lean parser for the command lines a user types most (`run`, `images`): click costs about
+15 ms of imports, a third of what `run --rm IMAGE true` may take. It reads the same option
+tables as the click commands (cli/options.py) and accepts only what it fully understands; for
+anything else (help, an unknown or malformed option, --debug, --version) it answers None, and
+click parses the whole command line, so help and usage errors are click's own. The equivalence
+is tested option by option (tests/unit/test_cli_fast.py)."""
+
+from __future__ import annotations
+
+import os
+
+from imgtool.cli.options import FLAG, IMAGES, INT, MULTIPLE, RUN, Opt
+
+
+class Parsed:
+    """A command line the lean parser understood: the command, its parameters as click would
+    pass them, and the global --root (None: the default store)."""
+
+    __slots__ = ("command", "params", "root")
+
+    def __init__(self, command: str, params: dict[str, object], root: str | None) -> None:
+        self.command = command
+        self.params = params
+        self.root = root
+
+
+class _Defer(Exception):
+    """Not a command line for the lean parser: click's turn."""
+
+
+def parse(argv: list[str]) -> Parsed | None:
+    try:
+        root, rest = _global_options(argv)
+        if not rest or rest[0] not in ("run", "images"):
+            return None
+        if rest[0] == "run":
+            params, positional = _options(RUN, rest[1:], interspersed=False)
+            if not positional:
+                return None  # click: missing IMAGE
+            params["image"], params["command"] = positional[0], tuple(positional[1:])
+        else:
+            params, positional = _options(IMAGES, rest[1:], interspersed=True)
+            if positional:
+                return None  # click: unexpected extra argument
+        return Parsed(rest[0], params, root)
+    except _Defer:
+        return None
+
+
+def _global_options(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The group's --root (or IMGTOOL_ROOT) before the command; --debug, -h, --version and the
+    rest are click's."""
+    if os.environ.get("IMGTOOL_DEBUG"):
+        raise _Defer
+    root = os.environ.get("IMGTOOL_ROOT") or None  # click ignores an empty variable too
+    i = 0
+    while i < len(argv) and argv[i].startswith("--root"):
+        if argv[i] == "--root" and i + 1 < len(argv):
+            root, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--root="):
+            root, i = argv[i].partition("=")[2], i + 1
+        else:
+            raise _Defer
+    if root is not None and os.path.exists(root) and not _readable_dir(root):
+        raise _Defer  # click.Path(file_okay=False) refuses it, with its message
+    return root or None, argv[i:]
+
+
+def _readable_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.access(path, os.R_OK)
+
+
+def _options(
+    table: tuple[Opt, ...], args: list[str], interspersed: bool
+) -> tuple[dict[str, object], list[str]]:
+    """click's option parsing for this table: long options with `=` or a separate value,
+    short ones clustered (`-it`) or with an attached value (`-eA=b`), `--` ending options."""
+    by_decl = {d: opt for opt in table for d in opt.decls}
+    params: dict[str, object] = {opt.dest: opt.default for opt in table}
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            return params, positional + args[i:]
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            i = _take(by_decl, name, value if eq else None, args, i, params)
+        elif arg.startswith("-") and len(arg) > 1:
+            i = _short(by_decl, arg, args, i, params)
+        elif interspersed:
+            positional.append(arg)
+        else:
+            return params, [arg, *args[i:]]
+    return params, positional
+
+
+def _short(by_decl: dict[str, Opt], arg: str, args: list[str], i: int, params: dict) -> int:
+    for k in range(1, len(arg)):
+        opt = by_decl.get("-" + arg[k])
+        if opt is None:
+            raise _Defer
+        if opt.kind != FLAG:
+            attached = arg[k + 1 :]
+            return _take(by_decl, "-" + arg[k], attached or None, args, i, params)
+        params[opt.dest] = True
+    return i
+
+
+def _take(
+    by_decl: dict[str, Opt],
+    name: str,
+    value: str | None,
+    args: list[str],
+    i: int,
+    params: dict[str, object],
+) -> int:
+    """Store option `name` (its value attached, or the next argument); the new position."""
+    opt = by_decl.get(name)
+    if opt is None:
+        raise _Defer  # unknown (or -h/--help): click says which, or shows the help
+    if opt.kind == FLAG:
+        if value is not None:
+            raise _Defer  # click: "option does not take a value"
+        params[opt.dest] = True
+        return i
+    if value is None:
+        if i >= len(args) or args[i].startswith("-"):
+            raise _Defer  # missing, or a value that looks like an option: click decides
+        value, i = args[i], i + 1
+    if opt.kind == MULTIPLE:
+        params[opt.dest] = (*params[opt.dest], value)  # type: ignore[misc]
+    elif opt.kind == INT:
+        params[opt.dest] = _int(value)
+    else:
+        params[opt.dest] = value
+    return i
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)  # click's IntParamType converts with int() too
+    except ValueError:
+        raise _Defer from None
+
+
+def execute(parsed: Parsed) -> int:
+    """Run a parsed command as the click group would: its failures mapped by failure_of, one
+    line on stderr. The exit status."""
+    from imgtool.cli import CONVENTIONS, actions
+    from imgtool.cli.common import echo, failure_of
+
+    p = parsed.params
+    try:
+        store = actions.open_store(parsed.root)
+        if parsed.command == "run":
+            return actions.run_container(store, str(p["image"]), p["command"], p)  # type: ignore[arg-type]
+        actions.list_images(store, bool(p["as_json"]), bool(p["digests"]))
+        return 0
+    except (Exception, KeyboardInterrupt) as e:
+        failure = failure_of(e, CONVENTIONS.get(parsed.command, "plain"))
+        if failure is None:
+            raise  # a bug: its traceback, as under click
+        echo(f"imgtool: {failure.message}", err=True)
+        return failure.status

@@ -1,0 +1,75 @@
+"""The options of the commands a user starts most often (`run`, `images`), declared once: the
+click commands are built from these tables, and the lean parser of cli/fast.py reads the same
+ones, so the two cannot disagree on a name, a kind or a default. No click here: the fast path
+imports this module without it."""
+
+from __future__ import annotations
+
+FLAG, VALUE, MULTIPLE, INT = "flag", "value", "multiple", "int"
+
+
+class Opt:
+    """One option: its spellings (`-e`, `--env`), the parameter it fills (`dest`), its kind
+    (a flag, one value, a value given any number of times, an int), default and help."""
+
+    __slots__ = ("decls", "dest", "kind", "help", "default", "show_default")
+
+    def __init__(
+        self,
+        decls: tuple[str, ...],
+        kind: str,
+        help: str,
+        default: object = None,
+        dest: str = "",
+        show_default: bool = False,
+    ) -> None:
+        self.decls = decls
+        self.kind = kind
+        self.help = help
+        self.dest = dest or decls[-1].lstrip("-").replace("-", "_")
+        self.show_default = show_default
+        if default is None:
+            default = {FLAG: False, MULTIPLE: ()}.get(kind)
+        self.default = default
+
+
+RUN = (
+    Opt(("--name",), VALUE, "A name for the container.", default=""),
+    Opt(("--rm",), FLAG, "Remove the container when it exits."),
+    Opt(("-d", "--detach"), FLAG, "Run in the background; print the id."),
+    Opt(("-i", "--interactive"), FLAG, "Keep standard input open."),
+    Opt(("-t", "--tty"), FLAG, "Give the container a terminal."),
+    Opt(("-e", "--env"), MULTIPLE, "NAME=value (or NAME: the host's value)."),
+    Opt(("-w", "--workdir"), VALUE, "Working directory in the container."),
+    Opt(("-u", "--user"), VALUE, "name|uid[:group|gid], resolved in the image."),
+    Opt(("-v", "--volume"), MULTIPLE, "/host/path:/container/path[:ro]."),
+    Opt(("--hostname",), VALUE, "The container's host name."),
+    Opt(("--network",), VALUE, "bridge, none or host.", default="bridge", show_default=True),
+    Opt(("-p", "--publish"), MULTIPLE, "[ip:]hostport:containerport[/tcp|udp] (bridge network)."),
+    Opt(("-P", "--publish-all"), FLAG, "Publish every EXPOSEd port."),
+    Opt(("-m", "--memory"), VALUE, "Memory limit (e.g. 256m, 1g; 0: none)."),
+    Opt(("--cpus",), VALUE, "CPU limit in CPUs (e.g. 1.5; 0: none)."),
+    Opt(("--pids-limit",), INT, "Maximum number of processes (0 or -1: none)."),
+    Opt(("--device",), MULTIPLE, "HOST[:CONTAINER][:rwm]: give the container a host device."),
+    Opt(("--cap-add",), MULTIPLE, "Add a capability (or ALL)."),
+    Opt(("--cap-drop",), MULTIPLE, "Drop a capability (or ALL)."),
+    Opt(
+        ("--privileged",),
+        FLAG,
+        "All capabilities and host devices, no seccomp filter, nothing masked.",
+    ),
+    Opt(("--entrypoint",), VALUE, "Override the image's entrypoint ('' clears it)."),
+    Opt(("--init",), FLAG, "Run a minimal init as PID 1 (reaps zombies)."),
+    Opt(("--read-only",), FLAG, "Mount the root filesystem read-only."),
+    Opt(("--platform",), VALUE, "For an index: which platform's image."),
+    Opt(
+        ("--security-opt",),
+        MULTIPLE,
+        "seccomp=unconfined, seccomp=PROFILE.json (Docker's format), no-new-privileges.",
+    ),
+)
+
+IMAGES = (
+    Opt(("--json",), FLAG, "Print JSON (exact bytes, full digests).", dest="as_json"),
+    Opt(("--digests",), FLAG, "Show full digests."),
+)
