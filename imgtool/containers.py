@@ -8,6 +8,7 @@ without an exit status belongs to a killed imgtool: `reap_stale()` finishes its 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -153,7 +154,7 @@ class Containers:
         with contextlib.suppress(OSError):  # a tree a container wrote: any depth
             inroot.remove_tree(self.dir(rec.id))
 
-    def reap_stale(self) -> list[str]:
+    def reap_stale(self) -> builtins.list[str]:  # `list` is a method here
         """Finish what a killed imgtool left: records of dead containers, their cgroups, and
         the directories of --rm containers. Returns the ids cleaned.
 

@@ -222,7 +222,7 @@ def _decision_code(asm: Assembler, decision: Decision, fresh: Callable[[str], st
 def compare(asm: Assembler, c: Condition, fail: str, fresh: Callable[[str], str]) -> None:
     """Code that goes on when `c` holds for all 64 bits of the argument and jumps to `fail`
     when not: the high halves decide unless they are equal, then the low halves."""
-    low_at = OFF_ARGS + 8 * c.index
+    low_at = OFF_ARGS + 8 * c.arg
     high_at = low_at + 4
     lo, hi = c.value & LOW, c.value >> 32
     if c.op == "SCMP_CMP_MASKED_EQ":

@@ -74,9 +74,9 @@ MAX_PROFILE_BYTES = 4 << 20
 
 class Condition(NamedTuple):
     """One argument comparison, on all 64 bits: `args[index] <op> value`, or for MASKED_EQ
-    `args[index] & value == value_two`."""
+    `args[index] & value == value_two` (the field is `arg`: a named tuple has an index method)."""
 
-    index: int
+    arg: int
     op: str
     value: int
     value_two: int = 0
@@ -151,7 +151,7 @@ def _rule(source: str, i: int, raw: Any) -> Rule:
     if "name" in obj and obj.get("names"):
         raise _error(source, where, "give either name or names, not both")
     if "name" in obj:
-        names = (_string(source, f"{where}.name", obj["name"]),)
+        names: tuple[str, ...] = (_string(source, f"{where}.name", obj["name"]),)
     else:
         names = tuple(
             _string(source, f"{where}.names[{j}]", n)
