@@ -40,25 +40,10 @@ if TYPE_CHECKING:
     from imgtool.pusher import PushResult
     from imgtool.store import Store
 
-# public name -> the module that defines it. Names of submodules (inspect, copy, ...) are
-# avoided: importing a submodule sets the package attribute of that name.
-_EXPORTS = {
-    **dict.fromkeys(
-        [
-            "pull",
-            "push",
-            "build",
-            "run",
-            "layers",
-            "check",
-            "images",
-            "inspect_image",
-            "tag",
-            "rmi",
-            "RunResult",
-        ],
-        "imgtool.api",
-    ),
+# the module of each public name not defined in imgtool.api (the others are api's). Names of
+# submodules (inspect, copy, ...) are avoided: importing a submodule sets the package
+# attribute of that name.
+_ELSEWHERE = {
     "Store": "imgtool.store",
     "Event": "imgtool.progress",
     "ImgtoolError": "imgtool.errors",
@@ -71,7 +56,7 @@ _EXPORTS = {
     "ImageRow": "imgtool.inspect",
 }
 
-# literal, so that type checkers and linters read it (a unit test keeps it equal to _EXPORTS)
+# the one list of public names; literal, so that type checkers and linters read it
 __all__ = [
     "__version__",
     "Store",
@@ -99,12 +84,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
+    if name not in __all__:  # __version__ is a global: never asked for here
         raise AttributeError(f"module 'imgtool' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module_name), name)
+    value = getattr(importlib.import_module(_ELSEWHERE.get(name, "imgtool.api")), name)
     globals()[name] = value  # once: later lookups do not come here
     return value
 

@@ -202,7 +202,10 @@ _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*$")
 
 
 def parse_size(text: str | int) -> int:
-    """300MB, 1.5GB (powers of 1000), 120MiB (powers of 1024), or plain bytes."""
+    """A size limit of a rule: 300MB, 1.5GB (powers of 1000), 120MiB (powers of 1024), or
+    plain bytes. These are dive's units (go-humanize's ParseBytes, its .dive-ci limits), so
+    that a CI file's figures mean the same here; `run -m` and tmpfs sizes are Docker's, binary
+    whatever the spelling (containerfile.values.byte_size)."""
     if isinstance(text, int):
         return text
     m = _SIZE.match(text)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from imgtool.errors import InvalidDigest
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 _GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _REGISTERED: dict[str, re.Pattern[str]] = {
@@ -46,7 +49,8 @@ class Digest:
 
     @classmethod
     def of(cls, data: bytes) -> Digest:
-        return cls(CANONICAL, sha256_hex(data))
+        """The digest of bytes in memory (a stream: feed `sha256()`)."""
+        return cls(CANONICAL, sha256(data).hexdigest())
 
     @property
     def short(self) -> str:
@@ -57,7 +61,7 @@ class Digest:
         return f"{self.algorithm}:{self.encoded}"
 
 
-def sha256(data: bytes = b"") -> Any:
+def sha256(data: bytes = b"") -> _Hash:
     """A sha256 hasher. hashlib is imported on first use: loading OpenSSL costs ~5 ms, which
     commands that only read the store (`run` of an unpacked image) need not pay."""
     import hashlib

@@ -11,12 +11,12 @@ Two figures of waste, said apart:
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from imgtool import whiteout
+from imgtool.containerfile.pathmatch import match_component
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,8 @@ def _dive(layers: list[LayerTree]) -> tuple[int, float, list[tuple[str, int, int
 
 
 def glob_match(pattern: str, path: str) -> bool:
-    """`**` matches any number of path components (also none); `*` and `?` stay within one.
+    """`**` matches any number of path components (also none); other parts match one
+    component as COPY's wildcards do (containerfile.pathmatch: Go's path.Match).
     Matched component by component over the path once (no recursion, no backtracking: paths
     from images can be thousands of components deep)."""
     parts, names = pattern.strip("/").split("/"), path.strip("/").split("/")
@@ -232,7 +233,7 @@ def glob_match(pattern: str, path: str) -> bool:
     for name in names:
         nxt = [False] * (len(parts) + 1)
         for i, part in enumerate(parts):
-            if reach[i] and (part == "**" or fnmatch.fnmatchcase(name, part)):
+            if reach[i] and (part == "**" or match_component(part, name)):
                 nxt[i + 1] = True
             if reach[i + 1] and part == "**":
                 nxt[i + 1] = True  # `**` takes one more component

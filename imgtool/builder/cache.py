@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from imgtool.builder.common import Layer
+from imgtool.digest import Digest
 
 CACHE_VERSION = "imgtool-build-cache-1"
 LOCAL = "local"  # the name --explain-cache gives the store's own cache
@@ -25,7 +25,7 @@ LOCAL = "local"  # the name --explain-cache gives the store's own cache
 
 def _key(*parts: object) -> str:
     raw = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return Digest.of(raw.encode()).encoded
 
 
 @dataclass(frozen=True)

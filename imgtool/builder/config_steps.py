@@ -9,9 +9,9 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imgtool import inroot
 from imgtool.builder.cache import _key
@@ -203,3 +203,22 @@ def _workdir_layer(s: BuildSession, state: ImageState, comps: Comps, uid: int, g
     finally:
         with contextlib.suppress(OSError):
             inroot.remove_tree(stage_dir)
+
+
+# each instruction kind's function; the builder binds them to its session
+ConfigStep = Callable[["BuildSession", ImageState, Any, _StageContext, Env], bool]
+BY_KIND: dict[type, ConfigStep] = {
+    ins.Arg: arg,
+    ins.Env: env_,
+    ins.Label: label,
+    ins.Command: command,
+    ins.Workdir: workdir,
+    ins.User: user,
+    ins.Expose: expose,
+    ins.Volume: volume,
+    ins.Shell: shell_,
+    ins.StopSignal: stopsignal,
+    ins.Maintainer: maintainer,
+    ins.Onbuild: onbuild,
+    ins.Healthcheck: healthcheck,
+}

@@ -9,7 +9,6 @@ nothing there is an error naming the symlink that pointed out, as BuildKit fails
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
 import tempfile
@@ -29,6 +28,7 @@ from imgtool.containerfile import dockerignore, shell
 from imgtool.containerfile.filemode import ModeChange, parse_mode
 from imgtool.containerfile.instructions import Copy
 from imgtool.containerfile.parser import Instruction
+from imgtool.digest import Digest, sha256
 from imgtool.errors import BuildError, ContainerfileError
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class CopyStep:
 
     def _digest(self, source: _Source) -> str:
         if source.root is None:
-            return hashlib.sha256(source.data).hexdigest()
+            return Digest.of(source.data).encoded
         return sourcetree.tree_digest(source.root.fd, source.comps, self._skip_for(source))
 
     def _skip_for(self, source: _Source) -> sourcetree.Skip | None:
@@ -273,7 +273,7 @@ class CopyStep:
         name = os.path.basename(url.split("?")[0])
         if name in ("", ".", ".."):
             name = "download"
-        h = hashlib.sha256()
+        h = sha256()
         try:
             with urllib.request.urlopen(url, timeout=60) as resp, open(where / name, "wb") as f:
                 while chunk := resp.read(1 << 20):

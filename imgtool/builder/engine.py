@@ -23,6 +23,7 @@ import json
 import time
 from collections import ChainMap
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from imgtool import mediatypes as mt
@@ -83,19 +84,7 @@ class Builder:
         self.steps: dict[type, Step] = {
             ins.Run: run,
             ins.Copy: self._copy,
-            ins.Arg: lambda st, t, c, e: config_steps.arg(s, st, t, c, e),
-            ins.Env: lambda st, t, c, e: config_steps.env_(s, st, t, c, e),
-            ins.Label: lambda st, t, c, e: config_steps.label(s, st, t, c, e),
-            ins.Command: lambda st, t, c, e: config_steps.command(s, st, t, c, e),
-            ins.Workdir: lambda st, t, c, e: config_steps.workdir(s, st, t, c, e),
-            ins.User: lambda st, t, c, e: config_steps.user(s, st, t, c, e),
-            ins.Expose: lambda st, t, c, e: config_steps.expose(s, st, t, c, e),
-            ins.Volume: lambda st, t, c, e: config_steps.volume(s, st, t, c, e),
-            ins.Shell: lambda st, t, c, e: config_steps.shell_(s, st, t, c, e),
-            ins.StopSignal: lambda st, t, c, e: config_steps.stopsignal(s, st, t, c, e),
-            ins.Maintainer: lambda st, t, c, e: config_steps.maintainer(s, st, t, c, e),
-            ins.Onbuild: lambda st, t, c, e: config_steps.onbuild(s, st, t, c, e),
-            ins.Healthcheck: lambda st, t, c, e: config_steps.healthcheck(s, st, t, c, e),
+            **{kind: partial(step, s) for kind, step in config_steps.BY_KIND.items()},
         }
 
     def _copy(self, st: ImageState, t: ins.Copy, c: _StageContext, e: Mapping[str, str]) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
@@ -30,6 +29,7 @@ from imgtool.containerfile import values
 from imgtool.containerfile.flags import MountSpec
 from imgtool.containerfile.instructions import Run
 from imgtool.containerfile.parser import Instruction
+from imgtool.digest import Digest
 from imgtool.errors import (
     BuildError,
     RunStepFailed,
@@ -118,7 +118,7 @@ class RunStep:
                 target or f"/run/secrets/{sid}",
                 str(src),
                 True,
-                hashlib.sha256(sid.encode()).hexdigest(),
+                Digest.of(sid.encode()).encoded,
             )  # never the content
         if kind == "ssh":
             return self._ssh_mount(spec, target or f"/run/buildkit/ssh_agent.{index}")
@@ -144,7 +144,7 @@ class RunStep:
             raise BuildError(f"--ssh {sid}={sock}: {e.strerror}") from None
         if not is_socket:
             raise BuildError(f"--ssh {sid}={sock}: not a socket (an agent's SSH_AUTH_SOCK)")
-        key = hashlib.sha256(sid.encode()).hexdigest()  # the id, never the socket's path
+        key = Digest.of(sid.encode()).encoded  # the id, never the socket's path
         return _Mount("ssh", target, str(sock), True, key)
 
     def _bind(self, target: str, root: Root, source: str, writable: bool) -> _Mount:

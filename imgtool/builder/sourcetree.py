@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fnmatch
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from imgtool import inroot
+from imgtool.containerfile.pathmatch import has_wildcards, match_component
+from imgtool.digest import sha256
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 Comps = tuple[str, ...]  # a resolved path inside a root, as its components
 Skip = Callable[[Comps], bool]  # whether an entry (by its resolved path) is left out
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_WILDCARDS = "*?["
 
 
 class Root:
@@ -157,9 +160,10 @@ def _leaves(depth: int, target: str) -> bool:
 def glob(root_fd: int, pattern: str) -> list[str]:
     """The paths a COPY source names. Without wildcards, the pattern itself. With them, as
     BuildKit: the part before the first wildcard resolved inside the root, the rest matched
-    level by level without following symlinks; sorted by level."""
+    level by level (Go's path.Match: a malformed pattern matches nothing) without following
+    symlinks; sorted by level."""
     parts = split(pattern)
-    first = next((i for i, p in enumerate(parts) if any(c in p for c in _WILDCARDS)), None)
+    first = next((i for i, p in enumerate(parts) if has_wildcards(p)), None)
     if first is None:
         return [pattern]
     try:
@@ -172,7 +176,7 @@ def glob(root_fd: int, pattern: str) -> list[str]:
             try:
                 with inroot.opened(open_at(root_fd, base, _DIR)) as fd:
                     for name in sorted(os.listdir(fd)):
-                        if fnmatch.fnmatchcase(name, part):
+                        if match_component(part, name):
                             nxt.append((*base, name))
             except OSError:
                 continue  # not a directory: nothing below it matches
@@ -245,7 +249,7 @@ def open_entry(entry: Entry) -> int:
     return fd
 
 
-def _hash_entry(h: hashlib._Hash, rel: str, e: Entry) -> None:
+def _hash_entry(h: _Hash, rel: str, e: Entry) -> None:
     h.update(f"{rel}\0{e.st.st_mode}\0".encode())
     if stat.S_ISLNK(e.st.st_mode):
         h.update(os.readlink(e.name, dir_fd=e.dir_fd).encode())
@@ -259,7 +263,7 @@ def _hash_entry(h: hashlib._Hash, rel: str, e: Entry) -> None:
 
 def tree_digest(root_fd: int, comps: Comps, skip: Skip | None = None) -> str:
     """Content and metadata (not times) of a resolved file or tree: what a copy depends on."""
-    h = hashlib.sha256()
+    h = sha256()
     with entry_of(root_fd, comps) as top:
         if not stat.S_ISDIR(top.st.st_mode):
             _hash_entry(h, top.name, top)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,11 +13,25 @@ import click
 
 from imgtool.cli import cli
 from imgtool.cli.common import human_size, store_of
+from imgtool.cli.table import table_lines
 
 if TYPE_CHECKING:
     from imgtool.analyze import Report
 
 EXIT_RULE_FAILED = 1
+
+
+def _listing_options(top: int, what: str) -> Any:
+    """layers' and diff's: --json, --top, and where the image comes from."""
+
+    def add(f: Any) -> Any:
+        f = _source_options(f)
+        f = click.option("--top", default=top, show_default=True, help=what)(f)
+        return click.option("--json", "as_json", is_flag=True, help="JSON with exact byte counts.")(
+            f
+        )
+
+    return add
 
 
 def _source_options(f: Any) -> Any:
@@ -28,45 +43,42 @@ def _source_options(f: Any) -> Any:
     return f
 
 
-def _report(
-    ctx: click.Context, name: str, remote: bool, platform: str | None, insecure: bool
-) -> Report:
-    from imgtool.api import layers as layers_of
+@dataclass(frozen=True)
+class _Source:
+    """Where the images of a command come from: the options _source_options adds."""
 
-    return layers_of(store_of(ctx), name, platform=platform, remote=remote, insecure=insecure)
+    remote: bool
+    insecure: bool
+    platform: str | None
+
+    def report(self, ctx: click.Context, name: str) -> Report:
+        from imgtool.api import layers as layers_of
+
+        return layers_of(
+            store_of(ctx),
+            name,
+            platform=self.platform,
+            remote=self.remote,
+            insecure=self.insecure,
+        )
 
 
 def _table(rows: Sequence[tuple[str, ...]], right: set[int]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        click.echo("  ".join(cells).rstrip())
+    for line in table_lines(rows, right):
+        click.echo(line)
 
 
 @cli.command()
 @click.argument("image")
-@click.option("--json", "as_json", is_flag=True, help="JSON with exact byte counts.")
-@click.option("--top", default=10, show_default=True, help="Files that waste most.")
-@_source_options
+@_listing_options(10, "Files that waste most.")
 @click.pass_context
-def layers(
-    ctx: click.Context,
-    image: str,
-    as_json: bool,
-    top: int,
-    remote: bool,
-    insecure: bool,
-    platform: str | None,
-) -> None:
+def layers(ctx: click.Context, image: str, as_json: bool, top: int, **source: Any) -> None:
     """Per-layer sizes, file counts and history, totals, and wasted space.
 
     IMAGE is a name in the store, a registry reference with --remote, oci:DIR[:REF] or
     docker-archive:FILE[:REF].
     """
-    r = _report(ctx, image, remote, platform, insecure)
+    r = _Source(**source).report(ctx, image)
     if as_json:
         click.echo(json.dumps(r.to_dict(top), indent=2))
         return
@@ -123,26 +135,14 @@ def layers(
 @cli.command()
 @click.argument("a")
 @click.argument("b")
-@click.option("--json", "as_json", is_flag=True, help="JSON with exact byte counts.")
-@click.option("--top", default=20, show_default=True, help="Paths to show.")
-@_source_options
+@_listing_options(20, "Paths to show.")
 @click.pass_context
-def diff(
-    ctx: click.Context,
-    a: str,
-    b: str,
-    as_json: bool,
-    top: int,
-    remote: bool,
-    insecure: bool,
-    platform: str | None,
-) -> None:
+def diff(ctx: click.Context, a: str, b: str, as_json: bool, top: int, **source: Any) -> None:
     """What changed from image A to image B: layers, then paths by size."""
     from imgtool.analyze import diff as do_diff
 
-    d = do_diff(
-        _report(ctx, a, remote, platform, insecure), _report(ctx, b, remote, platform, insecure)
-    )
+    src = _Source(**source)
+    d = do_diff(src.report(ctx, a), src.report(ctx, b))
     if as_json:
         click.echo(
             json.dumps(
@@ -249,12 +249,9 @@ def _check(ctx: click.Context, image: str, o: dict[str, Any]) -> int:
     if o["forbid_caches"]:
         rules.forbid += list(analyze.CACHE_PRESET)
     baseline_name = o["baseline"] or baseline_name
-    r = _report(ctx, image, o["remote"], o["platform"], o["insecure"])
-    base = (
-        _report(ctx, baseline_name, o["remote"], o["platform"], o["insecure"])
-        if baseline_name
-        else None
-    )
+    src = _Source(o["remote"], o["insecure"], o["platform"])
+    r = src.report(ctx, image)
+    base = src.report(ctx, baseline_name) if baseline_name else None
     results = api.check(r, rules, base)
     failed = any(x.status == "fail" for x in results)
     label = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "skip": "SKIP"}

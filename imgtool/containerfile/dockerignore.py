@@ -11,9 +11,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-
-class PatternError(ValueError):
-    pass
+from imgtool.containerfile.pathmatch import PatternError, check_syntax
 
 
 def go_clean(path: str) -> str:
@@ -27,48 +25,6 @@ def go_clean(path: str) -> str:
 def go_dir(path: str) -> str:
     i = path.rfind("/")
     return go_clean(path[: i + 1]) if i >= 0 else "."
-
-
-def _check_syntax(pattern: str) -> None:
-    """Refuse what Go's filepath.Match calls a syntax error in a pattern."""
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            if i + 1 >= n:
-                raise PatternError("syntax error in pattern")
-            i += 2
-            continue
-        if ch == "[":
-            i += 1
-            if i < n and pattern[i] == "^":
-                i += 1
-            count = 0
-            while True:
-                if i >= n:
-                    raise PatternError("syntax error in pattern")
-                if pattern[i] == "]" and count > 0:
-                    i += 1
-                    break
-                lo, i = _class_char(pattern, i)
-                if i < n and pattern[i] == "-":
-                    hi, i = _class_char(pattern, i + 1)
-                    if hi < lo:
-                        raise PatternError("syntax error in pattern")
-                count += 1
-            continue
-        i += 1
-
-
-def _class_char(pattern: str, i: int) -> tuple[str, int]:
-    n = len(pattern)
-    if i >= n or pattern[i] in "-]":
-        raise PatternError("syntax error in pattern")
-    if pattern[i] == "\\":
-        if i + 1 >= n:
-            raise PatternError("syntax error in pattern")
-        return pattern[i + 1], i + 2
-    return pattern[i], i + 1
 
 
 @dataclass
@@ -158,7 +114,7 @@ class PatternMatcher:
                 if len(p) == 1:
                     raise PatternError('illegal exclusion pattern: "!"')
                 p = p[1:]
-            _check_syntax(p)
+            check_syntax(p)
             self.patterns.append(Pattern(p, exclusion))
 
     @property

@@ -20,6 +20,10 @@ class ShellError(ValueError):
     pass
 
 
+def _unmatched(closer: str) -> ShellError:
+    return ShellError(f"unexpected end of statement while looking for matching {closer}")
+
+
 @dataclass
 class _Words:
     buf: list[str] = field(default_factory=list)
@@ -126,7 +130,7 @@ class _Lexer:
                 words.add_char(ch)
             result.append(ch)
         if stop:
-            raise ShellError(f"unexpected end of statement while looking for matching {stop}")
+            raise _unmatched(stop)
         return "".join(result), words.get()
 
     def single_quote(self) -> str:
@@ -135,9 +139,7 @@ class _Lexer:
         while True:
             ch = self.next()
             if ch == EOF:
-                raise ShellError(
-                    "unexpected end of statement while looking for matching single-quote"
-                )
+                raise _unmatched("single-quote")
             if ch == "'":
                 return "".join(out)
             out.append(ch)
@@ -148,9 +150,7 @@ class _Lexer:
         while True:
             ch = self.peek()
             if ch == EOF:
-                raise ShellError(
-                    "unexpected end of statement while looking for matching double-quote"
-                )
+                raise _unmatched("double-quote")
             if ch == '"':
                 self.next()
                 return "".join(out)
@@ -320,20 +320,22 @@ def _trim(pattern: str, value: str, greedy: bool, suffix: bool) -> str:
     return value
 
 
-def process_word(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
+def _process(text: str, env: Mapping[str, str], escape: str) -> tuple[_Lexer, str, list[str]]:
+    """The lexer (for the variables it met), the word, and the fields it splits into."""
     lex = _Lexer(text, env, escape, False)
     try:
-        return lex.process_stop_on(EOF, False)[0]
+        word, words = lex.process_stop_on(EOF, False)
     except ShellError as e:
         raise ShellError(f"failed to process {text!r}: {e}") from None
+    return lex, word, words
+
+
+def process_word(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
+    return _process(text, env, escape)[1]
 
 
 def process_words(text: str, env: Mapping[str, str], escape: str = "\\") -> list[str]:
-    lex = _Lexer(text, env, escape, False)
-    try:
-        return lex.process_stop_on(EOF, False)[1]
-    except ShellError as e:
-        raise ShellError(f"failed to process {text!r}: {e}") from None
+    return _process(text, env, escape)[2]
 
 
 def expand_heredoc(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
@@ -349,9 +351,5 @@ def process_word_with_matches(
     text: str, env: Mapping[str, str], escape: str = "\\"
 ) -> tuple[str, set[str], set[str]]:
     """The expanded word, the variables it used that were set, and those that were not."""
-    lex = _Lexer(text, env, escape, False)
-    try:
-        word = lex.process_stop_on(EOF, False)[0]
-    except ShellError as e:
-        raise ShellError(f"failed to process {text!r}: {e}") from None
+    lex, word, _ = _process(text, env, escape)
     return word, lex.matched, lex.unmatched - lex.matched

@@ -13,8 +13,9 @@ _PORT = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?", re.I)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9}
 _DURATION_NS["h"] = 3600 * 10**9
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?")
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# docker/go-units' RAMInBytes: one optional space, binary units whatever the spelling (m, mb, MiB)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 def has_variable(text: str) -> bool:
@@ -59,9 +60,10 @@ def duration_ns(text: str) -> int:
 
 
 def byte_size(text: str) -> int:
-    """A size as BuildKit reads it (docker's RAMInBytes): bytes, or a number with a binary
-    unit, 64m, 1.5GiB, 512kb. Raises ValueError."""
-    m = _SIZE.fullmatch(text.strip().lower())
+    """A size as Docker and BuildKit read them (go-units' RAMInBytes: `run -m`, a tmpfs
+    mount's size): bytes, or a number with a binary unit, 64m, 1.5GiB, 512kb, 2 p. Raises
+    ValueError."""
+    m = _SIZE.fullmatch(text.strip())
     if m is None:
         raise ValueError(f"{text!r} is not a size (e.g. 64m)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])

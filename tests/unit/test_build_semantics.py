@@ -287,3 +287,15 @@ def test_gc_removes_work_directories_no_build_holds(tmp_path: Path) -> None:
     assert sorted(parent.iterdir()) == [held]  # the running build's is left alone
     workspace.release(held, fd)
     assert not held.exists()
+
+
+def test_every_instruction_kind_has_one_step() -> None:
+    """RUN and COPY/ADD have classes of their own; every other typed kind one function in
+    config_steps' table (a kind missing from it would fail only when a build used it)."""
+    from typing import get_args
+
+    from imgtool.builder import config_steps
+    from imgtool.containerfile import instructions as ins
+
+    others = set(get_args(ins.Typed)) - {ins.From, ins.Run, ins.Copy}
+    assert set(config_steps.BY_KIND) == others

@@ -23,7 +23,15 @@ def test_tmpfs_sizes_read_as_buildkit_reads_them(text: str, size: int) -> None:
     assert _byte_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "lots", "-1m", "1x", "1m2"])
+@pytest.mark.parametrize("text", ["8m", "64 MB", "1.5GiB", "8192Kb", "8mi", "1p", "7340032", "3 g"])
+def test_one_size_syntax_for_tmpfs_and_run_memory(text: str) -> None:
+    """go-units' RAMInBytes serves both: BuildKit's tmpfs size= and docker run -m."""
+    from imgtool.sandbox.cgroups import parse_memory
+
+    assert _byte_size(text) == parse_memory(text)
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1m", "1x", "1m2", "64  m", "1e3", "1.2.3m"])
 def test_a_tmpfs_size_that_is_none_is_refused(text: str) -> None:
     with pytest.raises(BuildError, match="is not a size"):
         _byte_size(text)
