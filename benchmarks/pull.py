@@ -6,6 +6,10 @@ goes first, and print both wall times and the ratio:
                    ready to run) next to `skopeo copy docker://... oci:DIR` (no unpack)
     re-pull        `imgtool pull` of an image already in the store (one manifest HEAD) next
                    to `skopeo inspect docker://...`
+    ready to run   `imgtool pull` then the first `imgtool run --rm --network none IMG true`
+                   next to `podman pull` (which unpacks too: the fair comparison), podman
+                   configured as the tests configure it (tests/support/podman.py), a fresh
+                   store each run; skipped with the reason where podman cannot run
 
 Images: "big" (layers of random bytes, --layers x --mib) and "debian" (fixtures' debootstrap
 minbase image, three layers). Also printed: imgtool's peak RSS and `python -X importtime`'s
@@ -13,7 +17,8 @@ total for a re-pull (what start-up costs before any byte moves).
 
     python3 benchmarks/pull.py [--image debian big] [--layers 4] [--mib 32 128] [--runs 5]
 
-Targets (issue 13): fresh pull <= 0.8x skopeo copy; re-pull <= 1.5x skopeo inspect.
+Targets (issue 13): fresh pull <= 0.8x skopeo copy; re-pull <= 1.5x skopeo inspect; ready to
+run <= 0.6x podman pull.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support import podman as podman_support  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 
@@ -93,6 +99,25 @@ def ratio_line(label: str, a: list[float], b: list[float], peer: str, target: fl
     print(f"  {'':<10} ratio imgtool/{peer.split()[0]} {ma / mb:.2f}  (target <= {target:.2f})")
 
 
+def podman_pull(work: Path, host: str, ref: str, env: dict[str, str]) -> float:
+    """Wall seconds of one `podman pull` into a fresh podman store (removed afterwards)."""
+    root = work / "podman"
+    root.mkdir()
+    podman = podman_support.Podman.configure(root, host)
+    try:
+        cmd = [str(podman_support.PODMAN), "pull", "-q", "--signature-policy", str(podman.policy)]
+        return timed([*cmd, ref], {**env, **podman.env})[0]
+    finally:
+        podman.close()
+
+
+def ready_to_run(store: Path, ref: str, env: dict[str, str]) -> float:
+    """Wall seconds of `imgtool pull` followed by the first `imgtool run` of the image."""
+    base = [sys.executable, "-m", "imgtool", "--root", str(store)]
+    wall = timed([*base, "pull", "-q", ref], env)[0]
+    return wall + timed([*base, "run", "--rm", "--network", "none", ref, "true"], env)[0]
+
+
 def bench(kind: str, layers: int, mib: int, runs: int) -> None:
     if not shutil.which("skopeo") or not shutil.which("docker-registry"):
         raise SystemExit("needs Debian's skopeo and docker-registry")
@@ -120,6 +145,8 @@ def bench(kind: str, layers: int, mib: int, runs: int) -> None:
             fresh: tuple[list[float], list[float]] = ([], [])
             again: tuple[list[float], list[float]] = ([], [])
             rss: list[int] = []
+            ready: tuple[list[float], list[float]] = ([], [])
+            no_podman = podman_support.unavailable()
             inspect = ["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"]
             for i in range(runs):
                 store, out = work / f"store{i}", work / f"skopeo{i}"
@@ -137,9 +164,16 @@ def bench(kind: str, layers: int, mib: int, runs: int) -> None:
                     else:
                         fresh[1].append(timed(skopeo_cmd, env)[0])
                         again[1].append(timed(inspect, env)[0])
+                shutil.rmtree(out)
+                if kind == "debian" and not no_podman:  # "big" has no `true` to run
+                    shutil.rmtree(store)
+                    for who in (0, 1) if i % 2 == 0 else (1, 0):
+                        if who == 0:
+                            ready[0].append(ready_to_run(store, ref, env))
+                        else:
+                            ready[1].append(podman_pull(work, reg.host, ref, env))
                 if i < runs - 1:
                     shutil.rmtree(store)
-                shutil.rmtree(out)
             imports = importtime_ms(mine_cmd, env)
         finally:
             reg.stop()
@@ -149,6 +183,12 @@ def bench(kind: str, layers: int, mib: int, runs: int) -> None:
     print(f"image {kind}: {shape} layers, {size / 1e6:.1f} MB compressed, {runs} runs")
     ratio_line("fresh pull", *fresh, "skopeo copy -> oci:", 0.8)
     ratio_line("re-pull", *again, "skopeo inspect", 1.5)
+    if kind != "debian":
+        pass
+    elif no_podman:
+        print(f"  ready to run: podman skipped: {no_podman}")
+    else:
+        ratio_line("ready", *ready, "podman pull", 0.6)
     print(f"  imgtool peak RSS {max(rss) / 1e6:.0f} MB; re-pull import time {imports:.0f} ms")
 
 

@@ -11,7 +11,8 @@ import io
 import zlib
 from typing import BinaryIO, Literal
 
-import zstandard
+# zstandard (~5 ms to import) is imported where a zstd stream is read or written: most layers,
+# and every command that only copies blobs, never need it
 
 Compression = Literal["gzip", "zstd", "none"]
 
@@ -58,12 +59,14 @@ def open_decompressed(src: BinaryIO, compression: Compression | None = None) -> 
     if compression is None:
         head = src.read(4)
         compression = sniff(head)
-        src = io.BufferedReader(Peeked(head, src), CHUNK)  # type: ignore[assignment]
+        src = io.BufferedReader(Peeked(head, src), CHUNK)
     if compression == "gzip":
         return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":
+        import zstandard
+
         dctx = zstandard.ZstdDecompressor()
-        return dctx.stream_reader(src, read_across_frames=True, closefd=False)  # type: ignore[return-value]
+        return dctx.stream_reader(src, read_across_frames=True, closefd=False)
     return src
 
 
@@ -82,6 +85,8 @@ class GzipWriter:
 
 class ZstdWriter:
     def __init__(self, sink: BinaryIO, level: int = 3) -> None:
+        import zstandard
+
         cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._w = cctx.stream_writer(sink, closefd=False)
 
@@ -89,6 +94,8 @@ class ZstdWriter:
         return self._w.write(data)
 
     def close(self) -> None:
+        import zstandard
+
         self._w.flush(zstandard.FLUSH_FRAME)
         self._w.close()
 

@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from imgtool import archive as arc
 from imgtool import compression, oci
 from imgtool import mediatypes as mt
 from imgtool.digest import Digest
 from imgtool.errors import DigestMismatch, InvalidReference, SpecError, StoreError
 from imgtool.progress import Callback, ignore
-from imgtool.registry.client import TransportOptions
+from imgtool.registry.options import MAX_CONFIG_BYTES, TransportOptions
 from imgtool.store import Store
-from imgtool.tarball import copy_stream
 from imgtool.transports import (
     ArchiveDestination,
     ArchiveSource,
@@ -118,6 +116,8 @@ def open_source(loc: Location, store: Store, transport: TransportOptions) -> Sou
         return StoreSource(store, loc.path)
     if loc.transport == "oci":
         return _layout_source(loc)
+    from imgtool import archive as arc
+
     archive = arc.open_archive(loc.path, loc.transport)
     try:
         return ArchiveSource(archive, archive.select(loc.ref), owned=True)
@@ -181,7 +181,7 @@ def select(
 
 def _check_platform(src: Source, manifest: oci.Manifest, wanted: oci.Platform) -> None:
     """A single manifest asked for by platform must be of it (as pull checks)."""
-    if manifest.config.size > arc.MAX_DOCUMENT:
+    if manifest.config.size > MAX_CONFIG_BYTES:
         raise SpecError(f"{src.label}: its config is over the 4 MiB limit")
     with src.open_blob(manifest.config) as f:
         raw = f.read(manifest.config.size + 1)
@@ -280,6 +280,8 @@ def load(store: Store, path: str | None = None, stream: BinaryIO | None = None) 
     `stream`) into the store, as one transaction: a damaged or hostile archive changes nothing.
     An index whose platforms are all there is kept whole, else this host's platform."""
     shown = path if path and path != "-" else "standard input"
+    from imgtool import archive as arc
+
     with _archive_file(store, path, stream) as file:
         archive = arc.open_archive(file, shown=shown)
         try:
@@ -334,6 +336,8 @@ def _archive_file(store: Store, path: str | None, stream: BinaryIO | None) -> It
 
 def _decompress_into(src: BinaryIO, out: BinaryIO, shown: str) -> None:
     try:
+        from imgtool.tarball import copy_stream
+
         copy_stream(compression.open_decompressed(src), out.write)
     except OSError as e:
         if e.errno is not None:

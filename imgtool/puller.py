@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from imgtool import mediatypes as mt
 from imgtool import oci
@@ -28,14 +29,11 @@ from imgtool.layer.unpacked import LayerStore
 from imgtool.progress import Callback, Event, ignore
 from imgtool.reference import Reference
 from imgtool.registry import config as regconf
-from imgtool.registry.client import (
-    MAX_CONFIG_BYTES,
-    MAX_MANIFEST_BYTES,
-    ClientPool,
-    RegistryClient,
-    TransportOptions,
-)
+from imgtool.registry.options import MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, TransportOptions
 from imgtool.store import INDEX_DIGEST_ANNOTATION, Store
+
+if TYPE_CHECKING:
+    from imgtool.registry.client import ClientPool, RegistryClient
 
 MAX_CONCURRENT_DOWNLOADS = 3
 
@@ -66,12 +64,12 @@ def pull(text: str | Reference, store: Store, options: PullOptions | None = None
     conf = opts.registries if opts.registries is not None else regconf.load()
     ref = conf.resolve(text) if isinstance(text, str) else text
     endpoints = conf.endpoints(ref, opts.transport.insecure)
-    pool = ClientPool(opts.transport)
+    pool = _Connections(opts.transport)
     errors: list[ImgtoolError] = []
     with store.writing():
         for ep in endpoints:
             try:
-                return _pull_from(ref, ep, pool.get(ep.host, ep.insecure), store, opts)
+                return _pull_from(ref, ep, pool, store, opts)
             except (RegistryError, DigestMismatch) as e:
                 if not ep.mirror:
                     raise _with_reference(_most_telling(e, errors), ref) from None
@@ -105,15 +103,59 @@ def _with_reference(e: ImgtoolError, ref: Reference) -> ImgtoolError:
     return e
 
 
+class _Connections:
+    """The registry clients, made (and requests imported) only when a request needs one: a
+    re-pull of an image already in the store asks one quick HEAD and nothing else."""
+
+    def __init__(self, options: TransportOptions) -> None:
+        self.options = options
+        self._pool: ClientPool | None = None
+
+    def get(self, host: str, insecure: bool) -> RegistryClient:
+        if self._pool is None:
+            from imgtool.registry.client import ClientPool
+
+            self._pool = ClientPool(self.options)
+        return self._pool.get(host, insecure)
+
+
 class _Fetcher:
     """Fetches manifests and blobs of one repository into the store, verified."""
 
-    def __init__(self, client: RegistryClient, repository: str, store: Store, opts: PullOptions):
-        self.client = client
-        self.repository = repository
+    def __init__(
+        self, pool: _Connections, ep: regconf.Endpoint, store: Store, opts: PullOptions
+    ) -> None:
+        self.pool = pool
+        self.endpoint = ep
+        self.repository = ep.repository
         self.store = store
         self.opts = opts
         self.fetched = 0
+        self._client: RegistryClient | None = None
+        self.named: set[str] = set()  # digests the store's name for this reference points at
+
+    @property
+    def client(self) -> RegistryClient:
+        if self._client is None:
+            self._client = self.pool.get(self.endpoint.host, self.endpoint.insecure)
+        return self._client
+
+    def _head(self, tag: str) -> tuple[str, str] | None:
+        """The digest and type of the manifest a tag names, or None when the registry does not
+        say. For a name the store already has (a re-pull), asked with `quickhead` first, while
+        no client is needed yet (see its docstring); a fresh pull needs the client anyway, and
+        its HEAD goes over the connection the rest of the pull uses."""
+        if self._client is None and self.named:
+            from imgtool.registry import quickhead
+
+            transport = self.opts.transport
+            if self.endpoint.insecure and not transport.insecure:
+                transport = replace(transport, insecure=True)  # as ClientPool.get does
+            quick = quickhead.head_manifest(self.endpoint.host, self.repository, tag, transport)
+            if quick is not None:
+                return quick.digest, quick.media_type
+        info = self.client.head_manifest(self.repository, tag)
+        return None if info is None else (info.digest, info.media_type)
 
     def manifest(self, ref: str, known: oci.Descriptor | None = None) -> oci.Manifest | oci.Index:
         """By digest (store first) or by tag (HEAD first, then the store, then GET)."""
@@ -125,9 +167,9 @@ class _Fetcher:
                 f"{MAX_MANIFEST_BYTES >> 20} MiB limit"
             )
         if digest is None:
-            info = self.client.head_manifest(self.repository, ref)
-            if info is not None:
-                digest, media_type = info.digest, info.media_type or media_type
+            head = self._head(ref)
+            if head is not None:
+                digest, media_type = head[0], head[1] or media_type
         if digest is not None and self.store.has_blob(digest):
             return oci.parse_manifest_or_index(self.store.read_blob(digest), media_type)
         got = self.client.get_manifest(self.repository, digest or ref)
@@ -228,9 +270,10 @@ class _Fetcher:
 
 
 def _pull_from(
-    ref: Reference, ep: regconf.Endpoint, client: RegistryClient, store: Store, opts: PullOptions
+    ref: Reference, ep: regconf.Endpoint, pool: _Connections, store: Store, opts: PullOptions
 ) -> PullResult:
-    fetcher = _Fetcher(client, ep.repository, store, opts)
+    fetcher = _Fetcher(pool, ep, store, opts)
+    fetcher.named = _named_digests(store, str(ref))
     top = fetcher.manifest(ref.identifier)
     wanted = opts.platform or oci.Platform.host()
     index_digest = None
@@ -260,6 +303,17 @@ def _pull_from(
     return PullResult(
         name, m.digest, m.media_type, index_digest, str(ep), fetcher.fetched, str(config.platform)
     )
+
+
+def _named_digests(store: Store, name: str) -> set[str]:
+    """The manifest (and index) digests `name` points at in the store; empty when it is new."""
+    out: set[str] = set()
+    for d in store.entries():
+        if d.ref_name == name:
+            out.add(d.digest)
+            if d.annotations.get(INDEX_DIGEST_ANNOTATION):
+                out.add(d.annotations[INDEX_DIGEST_ANNOTATION])
+    return out
 
 
 def _pull_index(
@@ -319,6 +373,8 @@ def resolve_remote(
 ) -> tuple[Reference, oci.Manifest, bytes]:
     """The manifest (for the platform) and the config of a registry image, verified, without
     fetching a layer or writing to the store: for `layers --remote` and the like."""
+    from imgtool.registry.client import ClientPool
+
     conf = regconf.load()
     ref = conf.resolve(text)
     pool = ClientPool(TransportOptions(insecure=insecure))

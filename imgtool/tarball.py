@@ -324,7 +324,7 @@ def _can_seek(stream: BinaryIO) -> bool:
         return False
 
 
-def copy_stream(src: BinaryIO, write: Callable[[bytes], None]) -> int:
+def copy_stream(src: BinaryIO, write: Callable[[bytes], object]) -> int:
     n = 0
     while chunk := src.read(CHUNK):
         write(chunk)

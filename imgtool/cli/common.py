@@ -57,7 +57,7 @@ def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def transport(insecure: bool, cert_dir: str | None, **extra: Any) -> Any:
-    from imgtool.registry.client import TransportOptions
+    from imgtool.registry.options import TransportOptions
 
     return TransportOptions(
         insecure=insecure,

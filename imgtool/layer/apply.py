@@ -22,8 +22,8 @@ Limits, so that no layer makes the applier run for hours or fall over: paths (me
 link targets, and where symlinks lead them) of at most PATH_MAX, 4096 bytes, the most a
 syscall takes (Docker and containerd hand whole paths to syscalls: they go no deeper); tar
 headers of at most 1 MiB (as Go's archive/tar); and a work budget (`view.Budget`) for layers
-built to make every member walk a deep path. Nothing recurses over a tree's depth. Python's
-tarfile does the parsing only.
+built to make every member walk a deep path. Nothing recurses over a tree's depth. The tar
+stream is parsed by `tarstream` (lean, big reads; file data written in large chunks).
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import shutil
 import stat
-import tarfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from typing import BinaryIO, Literal
 from imgtool import inroot, whiteout
 from imgtool.errors import LayerError, UnsafePath
 from imgtool.layer import meta
+from imgtool.layer.tarstream import Member, TarReader
 from imgtool.layer.view import (
     PATH_MAX,
     Budget,
@@ -58,17 +57,8 @@ from imgtool.layer.view import (
 )
 
 Format = Literal["plain", "overlay"]
-COPY_CHUNK = 1 << 20
-MAX_HEADER = 1 << 20  # PAX records and GNU long names, as Go's archive/tar limits them
 _PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_SPECIAL = (
-    tarfile.XHDTYPE,
-    tarfile.XGLTYPE,
-    tarfile.SOLARIS_XHDTYPE,
-    tarfile.GNUTYPE_LONGNAME,
-    tarfile.GNUTYPE_LONGLINK,
-)
 mtime_ns_of = meta.mtime_ns_of
 
 
@@ -77,16 +67,6 @@ class ApplyStats:
     entries: int = 0
     bytes: int = 0
     whiteouts: int = 0
-
-
-class Header(tarfile.TarInfo):
-    """tarfile reads a PAX or GNU long-name header whole into memory: refuse huge ones first
-    (`tarfile.open(..., tarinfo=Header)`)."""
-
-    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
-        if self.type in _SPECIAL and self.size > MAX_HEADER:
-            raise LayerError(f"tar header of {self.size} bytes (at most {MAX_HEADER})")
-        return super()._proc_member(tarfile)  # type: ignore[misc]
 
 
 class _Applier:
@@ -98,7 +78,7 @@ class _Applier:
         self.dir_times: list[tuple[str, int, int, int]] = []  # path, dev, ino, mtime_ns
         self.stats = ApplyStats()
 
-    def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    def member(self, tar: TarReader, m: Member) -> None:
         self.view.budget.member()
         rel = whiteout.clean(m.name)
         if len(os.fsencode(rel)) > PATH_MAX or len(os.fsencode(m.linkname)) > PATH_MAX:
@@ -124,7 +104,7 @@ class _Applier:
 
     # --- entries -------------------------------------------------------------------------
 
-    def entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo, rel: str) -> None:
+    def entry(self, tar: TarReader, m: Member, rel: str) -> None:
         found = self.view.parent(rel, write=True)
         assert found is not None
         d, name = found
@@ -166,7 +146,7 @@ class _Applier:
         else:
             os.unlink(name, dir_fd=d.fd)
 
-    def _directory(self, m: tarfile.TarInfo, d: Dir, name: str, f: Found) -> None:
+    def _directory(self, m: Member, d: Dir, name: str, f: Found) -> None:
         if f.kind == "dir":  # kept (or copied up): the member only sets its metadata
             fd = self.view.copy_up(d, name, f) if f.upper is None else -1
             if fd < 0:
@@ -180,22 +160,18 @@ class _Applier:
         with inroot.opened(fd):
             self._directory_meta(fd, join(d.path, name), m)
 
-    def _directory_meta(self, fd: int, path: str, m: tarfile.TarInfo) -> None:
+    def _directory_meta(self, fd: int, path: str, m: Member) -> None:
         """Owner, xattrs and mode now; the mtime once the directory's entries are in."""
         meta.apply(inroot.fd_path(fd), meta.of_member(m, with_time=False), m.name)
         st = os.fstat(fd)
         self.dir_times.append((path, st.st_dev, st.st_ino, meta.mtime_ns_of(m)))
 
-    def _file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, d: Dir, name: str) -> None:
-        with os.fdopen(os.open(name, _NEW_FILE, 0o600, dir_fd=d.fd), "wb") as out:
-            src = tar.extractfile(m)
-            if src is not None:
-                shutil.copyfileobj(src, out, COPY_CHUNK)
-            out.flush()
-            meta.apply(out.fileno(), meta.of_member(m), m.name)
-        self.stats.bytes += m.size
+    def _file(self, tar: TarReader, m: Member, d: Dir, name: str) -> None:
+        with inroot.opened(os.open(name, _NEW_FILE, 0o600, dir_fd=d.fd)) as fd:
+            self.stats.bytes += tar.write_data(fd)
+            meta.apply(fd, meta.of_member(m), m.name)
 
-    def _hardlink(self, m: tarfile.TarInfo, d: Dir, name: str, path: str, f: Found) -> None:
+    def _hardlink(self, m: Member, d: Dir, name: str, path: str, f: Found) -> None:
         """A hard link's target is a path in the root (the layer's or a lower one's), its
         last component not followed; a lower file is copied up first, as overlayfs would."""
         target = whiteout.clean(m.linkname)
@@ -409,16 +385,16 @@ def apply_layer(
 
 def _apply(src: BinaryIO, view: View) -> ApplyStats:
     applier = _Applier(view)
+    tar = TarReader(src)
     try:
-        with tarfile.open(fileobj=src, mode="r|", errorlevel=2, tarinfo=Header) as tar:
-            for m in tar:
-                try:
-                    applier.member(tar, m)
-                except OSError as e:
-                    raise LayerError(f"cannot apply: {e.strerror or e}", shown(m.name)) from None
-                finally:
-                    view.cache.release()
+        for m in tar:
+            try:
+                applier.member(tar, m)
+            except OSError as e:
+                raise LayerError(f"cannot apply: {e.strerror or e}", shown(m.name)) from None
+            finally:
+                view.cache.release()
         applier.restore_dir_times()
-    except (tarfile.TarError, EOFError) as e:
+    except EOFError as e:  # a compressed stream cut short
         raise LayerError(f"invalid archive: {e}") from None
     return applier.stats

@@ -143,22 +143,24 @@ class _Writer:
         if self.epoch is not None and sec >= self.epoch:
             sec, ns = self.epoch, 0
         ti.mtime = sec
+        pax: dict[str, str] = {}
         if ns:
-            ti.pax_headers["mtime"] = f"{sec}.{ns:09d}".rstrip("0")
+            pax["mtime"] = f"{sec}.{ns:09d}".rstrip("0")
         for key in os.listxattr(where, follow_symlinks=False):
             if not key.startswith(SKIP_XATTR_PREFIXES):
                 value = os.getxattr(where, key, follow_symlinks=False)
-                ti.pax_headers["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
+                pax["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
+        ti.pax_headers = pax
         if stat.S_ISDIR(st.st_mode):
             ti.type = tarfile.DIRTYPE
         elif stat.S_ISLNK(st.st_mode):
             ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(where)
         elif stat.S_ISREG(st.st_mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in self.links:
-                ti.type, ti.linkname = tarfile.LNKTYPE, self.links[key]
+            ident = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and ident in self.links:
+                ti.type, ti.linkname = tarfile.LNKTYPE, self.links[ident]
             else:
-                self.links[key] = rel
+                self.links[ident] = rel
                 ti.size = st.st_size
         elif stat.S_ISFIFO(st.st_mode):
             ti.type = tarfile.FIFOTYPE

@@ -16,7 +16,7 @@ from imgtool import whiteout
 from imgtool.atomic import atomic_write
 from imgtool.errors import LayerError
 from imgtool.filetree import Entry, LayerTree
-from imgtool.layer.apply import Header
+from imgtool.layer.tarstream import MAX_HEADER
 
 INDEX_VERSION = 1
 _KINDS = {
@@ -30,6 +30,24 @@ _KINDS = {
     tarfile.BLKTYPE: "block",
     tarfile.FIFOTYPE: "fifo",
 }
+
+_SPECIAL = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+
+
+class Header(tarfile.TarInfo):
+    """tarfile reads a PAX or GNU long-name header whole into memory: refuse huge ones first
+    (`tarfile.open(..., tarinfo=Header)`)."""
+
+    def _proc_member(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _SPECIAL and self.size > MAX_HEADER:
+            raise LayerError(f"tar header of {self.size} bytes (at most {MAX_HEADER})")
+        return super()._proc_member(tarfile)  # type: ignore[misc]
 
 
 @dataclass

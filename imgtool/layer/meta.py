@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tarfile
 from dataclasses import dataclass
 
 from imgtool import whiteout
 from imgtool.errors import LayerError
+from imgtool.layer.tarstream import Member
 
 XATTR_PREFIX = "SCHILY.xattr."
 Where = int | str  # a real descriptor, or a /proc/self/fd path
@@ -37,9 +37,9 @@ class Meta:
     atime_ns: int | None = None  # None: the mtime
 
 
-def mtime_ns_of(m: tarfile.TarInfo) -> int:
-    """The member's mtime in nanoseconds, exactly: tarfile gives PAX times as floats, which
-    lose the last digits of a nanosecond time."""
+def mtime_ns_of(m: Member) -> int:
+    """The member's mtime in nanoseconds, exactly (as a float, a PAX time would lose the last
+    digits of a nanosecond time)."""
     text = m.pax_headers.get("mtime")
     if text:
         sign = -1 if text.startswith("-") else 1
@@ -49,13 +49,13 @@ def mtime_ns_of(m: tarfile.TarInfo) -> int:
     return int(m.mtime) * 1_000_000_000 if m.mtime else 0
 
 
-def of_member(m: tarfile.TarInfo, with_time: bool = True) -> Meta:
+def of_member(m: Member, with_time: bool = True) -> Meta:
     xattrs = []
     for key, value in m.pax_headers.items():
         if key.startswith(XATTR_PREFIX):
             name = key[len(XATTR_PREFIX) :]
             if not name.startswith(whiteout.OVERLAY_XATTR_PREFIXES):
-                # tarfile decodes PAX values as UTF-8 with surrogateescape: binary values survive
+                # PAX values are decoded as UTF-8 with surrogateescape: binary values survive
                 xattrs.append((name, value.encode("utf-8", "surrogateescape")))
     mode = None if m.issym() else m.mode & 0o7777
     return Meta(m.uid, m.gid, mode, tuple(xattrs), mtime_ns_of(m) if with_time else None)
@@ -74,24 +74,24 @@ def of_file(where: str, st: os.stat_result, is_link: bool) -> Meta:
 def apply(where: Where, meta: Meta, member: str, follow: bool = True) -> None:
     """Owner, xattrs, mode, times, in that order: chown clears setuid bits and file
     capabilities, so it goes first. `follow=False` for a symlink's own /proc path."""
-    nofollow = {} if follow or isinstance(where, int) else {"follow_symlinks": False}
+    follow = follow or isinstance(where, int)  # a descriptor is the file itself
     try:
-        os.chown(where, meta.uid, meta.gid, **nofollow)
+        os.chown(where, meta.uid, meta.gid, follow_symlinks=follow)
     except PermissionError:
         if os.geteuid() == 0:
             raise
     for key, value in meta.xattrs:
-        _setxattr(where, key, value, member, nofollow)
+        _setxattr(where, key, value, member, follow)
     if meta.mode is not None:
         os.chmod(where, meta.mode)
     if meta.mtime_ns is not None:
         atime = meta.mtime_ns if meta.atime_ns is None else meta.atime_ns
-        os.utime(where, ns=(atime, meta.mtime_ns), **nofollow)
+        os.utime(where, ns=(atime, meta.mtime_ns), follow_symlinks=follow)
 
 
-def _setxattr(where: Where, key: str, value: bytes, member: str, nofollow: dict) -> None:
+def _setxattr(where: Where, key: str, value: bytes, member: str, follow: bool) -> None:
     try:
-        os.setxattr(where, key, value, **nofollow)
+        os.setxattr(where, key, value, follow_symlinks=follow)
     except OSError as e:
         if e.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) and (
             key.startswith("user.") or os.geteuid() != 0

@@ -11,14 +11,12 @@ on what is read into memory (manifests, configs).
 from __future__ import annotations
 
 import hashlib
-import os
 import ssl
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -26,11 +24,9 @@ import requests
 import requests.adapters
 import urllib3.exceptions
 
-from imgtool import __version__
 from imgtool import mediatypes as mt
 from imgtool.errors import (
     AuthError,
-    ConfigError,
     DigestMismatch,
     NotFound,
     RegistryError,
@@ -40,34 +36,29 @@ from imgtool.errors import (
 )
 from imgtool.registry import credentials as creds_mod
 from imgtool.registry.auth import Challenge, TokenCache, merge_scopes, parse_challenges
-from imgtool.registry.config import LOCAL_HOSTS
+from imgtool.registry.options import (  # re-exported: the names callers have always used
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    USER_AGENT,
+    TransportOptions,
+    tls_context,
+)
+from imgtool.registry.options import (
+    has_port as _has_port,
+)
+from imgtool.registry.options import (
+    is_local as _is_local,
+)
 
-USER_AGENT = f"imgtool/{__version__}"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
 CHUNK = 1 << 16  # small enough that an interrupted download keeps most of what came
-# containers/image's limits (internal/iolimits): a manifest or a config is read into memory
-MAX_MANIFEST_BYTES = 4 << 20
-MAX_CONFIG_BYTES = 4 << 20
 DISCARD_LIMIT = 64 << 10  # error and redirect bodies up to this are read to keep the connection
 
 
-@dataclass(frozen=True)
-class TransportOptions:
-    insecure: bool = False  # plain HTTP allowed and certificates not verified
-    cert_dir: Path | None = None  # replaces the certs.d lookup, as skopeo's --cert-dir
-    retries: int = 4
-    backoff: float = 0.5
-    max_retry_after: float = 60.0
-    timeout: float = 60.0
-    chunk_size: int = 32 << 20  # blobs above this are uploaded in chunks of this size
-    credentials: creds_mod.Credentials | None = None  # overrides the auth files
-    anonymous: bool = False
-    notice: Callable[[str], None] | None = None  # told once per registry: unverified TLS
-
-
 class BlobSink(Protocol):
-    offset: int
+    @property
+    def offset(self) -> int: ...  # bytes it holds (a resumed download asks from there)
 
     def write(self, data: bytes) -> None: ...
 
@@ -88,96 +79,9 @@ def _redact(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def _host_of(host: str) -> str:
-    return host.rsplit(":", 1)[0] if not host.endswith("]") else host
-
-
-def _is_local(host: str) -> bool:
-    return _host_of(host) in LOCAL_HOSTS or host in LOCAL_HOSTS
-
-
-def _has_port(host: str) -> bool:
-    return not host.endswith("]") and ":" in host.rsplit("]", 1)[-1]
-
-
 def _is_registry_answer(resp: requests.Response) -> bool:
     """What a registry answers on /v2/: OK, a challenge, or its API version header."""
     return resp.status_code in (200, 401) or "Docker-Distribution-API-Version" in resp.headers
-
-
-def certs_dirs(host: str, cert_dir: Path | None) -> list[Path]:
-    if cert_dir is not None:
-        return [cert_dir]
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    bases = [
-        config_home / "containers" / "certs.d",
-        Path("/etc/containers/certs.d"),
-        Path("/etc/docker/certs.d"),
-    ]
-    return [b / host for b in bases]
-
-
-def _certs_d(host: str, cert_dir: Path | None) -> tuple[list[Path], tuple[str, str] | None]:
-    """Extra CAs (*.crt) and a client certificate (*.cert with its *.key) for a host, from
-    the first certs.d directory that has any (containers-certs.d(5))."""
-    for d in certs_dirs(host, cert_dir):
-        if not d.is_dir():
-            continue
-        cas = sorted(d.glob("*.crt"))
-        client = None
-        for cert in sorted(d.glob("*.cert")):
-            key = cert.with_suffix(".key")
-            if key.exists():
-                client = (str(cert), str(key))
-        if cas or client:
-            return cas, client
-    return [], None
-
-
-def tls_context(host: str, opts: TransportOptions) -> ssl.SSLContext:
-    """The TLS context for one registry: the operating system's trust store (OpenSSL's default
-    paths, so SSL_CERT_FILE, SSL_CERT_DIR and what update-ca-certificates installed) plus the
-    host's certs.d CAs, as skopeo and podman trust; no verification at all when insecure."""
-    cas, client = _certs_d(host, opts.cert_dir)
-    if opts.insecure:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx = ssl.create_default_context()
-        if _no_system_trust_store():
-            _load_certifi(ctx)
-    for ca in cas:
-        try:
-            ctx.load_verify_locations(cafile=str(ca))
-        except (ssl.SSLError, OSError) as e:
-            raise ConfigError(f"{ca}: not a usable CA certificate ({_ssl_reason(e)})") from None
-    if client:
-        try:
-            ctx.load_cert_chain(*client)
-        except (ssl.SSLError, OSError) as e:
-            raise ConfigError(
-                f"{client[0]}: not a usable client certificate and key ({_ssl_reason(e)})"
-            ) from None
-    return ctx
-
-
-def _ssl_reason(e: Exception) -> str:
-    return str(getattr(e, "reason", None) or getattr(e, "strerror", None) or e)
-
-
-def _no_system_trust_store() -> bool:
-    paths = ssl.get_default_verify_paths()  # None where the file or directory does not exist
-    return paths.cafile is None and paths.capath is None
-
-
-def _load_certifi(ctx: ssl.SSLContext) -> None:
-    """A system without any CA store (a bare container) still reaches public registries."""
-    try:
-        import certifi  # requests' bundle: only where the system has none
-    except ImportError:
-        return
-    ctx.load_verify_locations(cafile=certifi.where())
 
 
 class _Transport(requests.adapters.HTTPAdapter):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from imgtool import archive as arc
 from imgtool import oci
 from imgtool import reference as refs
 from imgtool.errors import (
@@ -14,8 +13,12 @@ from imgtool.errors import (
 )
 from imgtool.registry.client import BlobSink, ClientPool, RegistryClient, TransportOptions
 from imgtool.store import Store
-from imgtool.tarball import CHUNK
 from imgtool.transports.pipe import Pipe
+
+if TYPE_CHECKING:  # archives (tarfile, zstandard) are loaded only for archive copies
+    from imgtool import archive as arc
+
+CHUNK = 1 << 20
 
 
 class Source:

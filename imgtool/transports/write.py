@@ -8,8 +8,8 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from imgtool import archive as arc
 from imgtool import oci
 from imgtool import reference as refs
 from imgtool.digest import sha256
@@ -23,9 +23,11 @@ from imgtool.errors import (
 from imgtool.progress import Callback, Event, ignore
 from imgtool.registry.client import ClientPool, TransportOptions
 from imgtool.store import INDEX_DIGEST_ANNOTATION, Ingest, Store
-from imgtool.tarball import output
 from imgtool.transports.common import Selected, each, short_digest, unique_blobs
 from imgtool.transports.read import Source
+
+if TYPE_CHECKING:  # archives (tarfile, zstandard) are loaded only for archive copies
+    from imgtool import archive as arc
 
 
 class Destination:
@@ -220,14 +222,19 @@ class ArchiveDestination(Destination):
         if kind == "docker-archive" and ref:
             _tag_of(ref, self.label)  # refused before anything is written
         self._stack = contextlib.ExitStack()
+        from imgtool import archive as arc
+        from imgtool.tarball import output
+
         tar = self._stack.enter_context(output(path))
         self._writer: arc.DockerArchiveWriter | arc.OciArchiveWriter = (
             arc.DockerArchiveWriter(tar) if kind == "docker-archive" else arc.OciArchiveWriter(tar)
         )
 
     def write(self, sel: Selected, src: Source, names: Sequence[str] | None = None) -> str:
+        from imgtool.archive import OciArchiveWriter  # loaded already, by __init__
+
         chosen = list(names) if names is not None else ([self.ref] if self.ref else [])
-        if isinstance(self._writer, arc.OciArchiveWriter):
+        if isinstance(self._writer, OciArchiveWriter):
             return self._writer.add(sel.top, sel.manifests, src.open_blob, chosen)
         if isinstance(sel.top, oci.Index) or len(sel.manifests) != 1:
             raise SpecError(f"{self.label}: a docker-archive holds one platform per image")
