@@ -51,7 +51,7 @@ def load(ctx: click.Context, path: str, quiet: bool) -> None:
     """Load the images of a docker-archive or oci-archive (gzip or zstd too) into the store."""
     from imgtool.copy import load as do_load
 
-    stream = click.get_binary_stream("stdin") if path == "-" else None
+    stream = sys.stdin.buffer if path == "-" else None
     for image in do_load(store_of(ctx), path, stream):
         shown = list(image.names) or [image.image_id or image.digest]
         for name in shown:
