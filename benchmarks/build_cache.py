@@ -121,7 +121,7 @@ def main() -> None:
         (ctx / "Containerfile").write_text(CONTAINERFILE)
         (ctx / "a.txt").write_text("a\n")
         (ctx / "b.txt").write_text("b\n")
-        mine_spec = f"type=registry,ref={reg.host}/bench/imgtool-cache,mode=max"
+        mine_spec = f"type=registry,ref={reg.host}/bench/imgtool-cache"  # --cache-from's
         theirs_repo = f"{reg.host}/bench/buildah-cache"
 
         def mine(root: Path, flag: str, spec: str) -> tuple:
@@ -130,7 +130,8 @@ def main() -> None:
         def theirs(root: Path, flag: str, spec: str) -> tuple:
             return buildah_cmd(env, root, ctx, flag, spec)
 
-        run(*mine(work / "imgtool-seed", "--cache-to", mine_spec))  # also byte-compiles imgtool
+        # also byte-compiles imgtool; mode= is --cache-to's alone
+        run(*mine(work / "imgtool-seed", "--cache-to", f"{mine_spec},mode=max"))
         run(*theirs(work / "buildah-seed", "--cache-to", theirs_repo))
         mine_t = fresh_runs(mine, work, "imgtool", args.runs, mine_spec)
         theirs_t = fresh_runs(theirs, work, "buildah", args.runs, theirs_repo)

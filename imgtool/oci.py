@@ -37,24 +37,25 @@ def _obj(doc: Any, what: str) -> dict[str, Any]:
     return doc
 
 
-def _str(doc: Mapping[str, Any], key: str, what: str, required: bool = False) -> str | None:
+def _field(doc: Mapping[str, Any], key: str, what: str, required: bool) -> Any:
+    """`doc[key]`, None when it is absent or null (JSON's null counts as absent, as Go's
+    decoder has it); a SpecError then if it is `required`."""
     v = doc.get(key)
-    if v is None:
-        if required:
-            raise SpecError(f"{what}.{key} is missing")
-        return None
-    if not isinstance(v, str):
+    if v is None and required:
+        raise SpecError(f"{what}.{key} is missing")
+    return v
+
+
+def _str(doc: Mapping[str, Any], key: str, what: str, required: bool = False) -> str | None:
+    v = _field(doc, key, what, required)
+    if v is not None and not isinstance(v, str):
         raise SpecError(f"{what}.{key} must be a string")
     return v
 
 
 def _int(doc: Mapping[str, Any], key: str, what: str, required: bool = False) -> int | None:
-    v = doc.get(key)
-    if v is None:
-        if required:
-            raise SpecError(f"{what}.{key} is missing")
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
+    v = _field(doc, key, what, required)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
         raise SpecError(f"{what}.{key} must be an integer")
     return v
 

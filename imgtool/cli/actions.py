@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtool.cli.common import echo, human_size, resolve_name
+from imgtool.cli.table import table_lines
 from imgtool.store import Store
 
 if TYPE_CHECKING:
@@ -93,10 +94,4 @@ def list_images(store: Store, as_json: bool, digests: bool) -> None:
                 human_size(r.size),
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
-    echo(
-        "\n".join(
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            for row in table
-        )
-    )
+    echo("\n".join(table_lines(table)))

@@ -161,8 +161,8 @@ def build(
         raise click.UsageError("--check reads a context directory or -f, not stdin")
     from imgtool.buildcache.spec import parse_spec
 
-    to_specs = [parse_spec(t) for t in cache_to]  # a bad spec fails before any step
-    from_specs = [parse_spec(t) for t in cache_from]
+    to_specs = [parse_spec(t, "to") for t in cache_to]  # a bad spec fails before any step
+    from_specs = [parse_spec(t, "from") for t in cache_from]
     opts = BuildOptions(
         context=Path(context),
         stdin=sys.stdin.buffer if from_stdin else None,

@@ -11,6 +11,7 @@ import click
 from imgtool.cli import cli, options
 from imgtool.cli.common import store_of
 from imgtool.cli.group import with_options
+from imgtool.cli.table import table_lines
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
@@ -69,9 +70,8 @@ def ps(ctx: click.Context, show_all: bool, quiet: bool) -> None:
         )
     if quiet:
         return
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for line in table_lines(rows):
+        click.echo(line)
 
 
 @cli.command()

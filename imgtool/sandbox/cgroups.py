@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import signal
 import time
 from collections.abc import Sequence
@@ -384,17 +383,23 @@ def stale() -> list[Path]:
 
 
 MIN_MEMORY = 6 << 20  # Docker's floor: "Minimum memory limit allowed is 6MB"
-_MEMORY = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 def parse_memory(text: str) -> int | None:
-    """Docker's `-m`: 256m, 1g, 512k, 1024 (bytes), binary units; 0 means no limit. Raises
-    ValueError naming the value for anything else (negative, nan, inf, exponents, overflow)."""
-    m = _MEMORY.fullmatch(text.strip())
-    if m is None:
-        raise ValueError(f"invalid memory size {text!r} (use e.g. 256m or 1g; 0 for no limit)")
-    value = int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    """Docker's `-m` (go-units' RAMInBytes, as containerfile/values.byte_size reads it): 256m,
+    1g, 512k, 1024 (bytes), binary units; 0 means no limit. Raises ValueError naming the value
+    for anything else (negative, nan, inf, exponents, overflow)."""
+    # imported here: it loads the Containerfile parser, which `run` without -m never needs
+    from imgtool.containerfile.values import byte_size
+
+    try:
+        value = byte_size(text)
+    except ValueError:
+        raise ValueError(
+            f"invalid memory size {text!r} (use e.g. 256m or 1g; 0 for no limit)"
+        ) from None
+    except OverflowError:  # more digits than a float holds
+        raise ValueError(f"memory limit {text!r} is too large") from None
     if value == 0:
         return None
     if value < MIN_MEMORY:

@@ -10,9 +10,31 @@ Data, not code: "number name" pairs, parsed once at import."""
 from __future__ import annotations
 
 
-def _table(text: str) -> dict[str, int]:
+def _table(text: str, *shared: dict[str, int]) -> dict[str, int]:
+    """The "number name" pairs of `text`, then those of the `shared` tables."""
     words = text.split()
-    return {words[i + 1]: int(words[i]) for i in range(0, len(words), 2)}
+    table = {words[i + 1]: int(words[i]) for i in range(0, len(words), 2)}
+    for more in shared:
+        table.update(more)
+    return table
+
+
+# Since Linux 5.1 a new system call gets one number on every architecture, 424 up (the kernel's
+# unified numbering): one table, composed into each ABI's below.
+SINCE_LINUX_5_1 = _table(
+    """
+424 pidfd_send_signal 425 io_uring_setup 426 io_uring_enter 427 io_uring_register 428 open_tree
+429 move_mount 430 fsopen 431 fsconfig 432 fsmount 433 fspick 434 pidfd_open 435 clone3
+436 close_range 437 openat2 438 pidfd_getfd 439 faccessat2 440 process_madvise 441 epoll_pwait2
+442 mount_setattr 443 quotactl_fd 444 landlock_create_ruleset 445 landlock_add_rule
+446 landlock_restrict_self 447 memfd_secret 448 process_mrelease 449 futex_waitv
+450 set_mempolicy_home_node 451 cachestat 452 fchmodat2 453 map_shadow_stack 454 futex_wake
+455 futex_wait 456 futex_requeue 457 statmount 458 listmount 459 lsm_get_self_attr
+460 lsm_set_self_attr 461 lsm_list_modules 462 mseal 463 setxattrat 464 getxattrat
+465 listxattrat 466 removexattrat 467 open_tree_attr 468 file_getattr 469 file_setattr
+470 listns
+"""
+)
 
 
 X86_64 = _table(
@@ -67,17 +89,8 @@ X86_64 = _table(
 319 memfd_create 320 kexec_file_load 321 bpf 322 execveat 323 userfaultfd 324 membarrier
 325 mlock2 326 copy_file_range 327 preadv2 328 pwritev2 329 pkey_mprotect 330 pkey_alloc
 331 pkey_free 332 statx 333 io_pgetevents 334 rseq 335 uretprobe 336 uprobe
-424 pidfd_send_signal 425 io_uring_setup 426 io_uring_enter 427 io_uring_register 428 open_tree
-429 move_mount 430 fsopen 431 fsconfig 432 fsmount 433 fspick 434 pidfd_open 435 clone3
-436 close_range 437 openat2 438 pidfd_getfd 439 faccessat2 440 process_madvise 441 epoll_pwait2
-442 mount_setattr 443 quotactl_fd 444 landlock_create_ruleset 445 landlock_add_rule
-446 landlock_restrict_self 447 memfd_secret 448 process_mrelease 449 futex_waitv
-450 set_mempolicy_home_node 451 cachestat 452 fchmodat2 453 map_shadow_stack 454 futex_wake
-455 futex_wait 456 futex_requeue 457 statmount 458 listmount 459 lsm_get_self_attr
-460 lsm_set_self_attr 461 lsm_list_modules 462 mseal 463 setxattrat 464 getxattrat
-465 listxattrat 466 removexattrat 467 open_tree_attr 468 file_getattr 469 file_setattr
-470 listns
-"""
+""",
+    SINCE_LINUX_5_1,
 )
 
 
@@ -146,17 +159,8 @@ I386 = _table(
 412 utimensat_time64 413 pselect6_time64 414 ppoll_time64 416 io_pgetevents_time64
 417 recvmmsg_time64 418 mq_timedsend_time64 419 mq_timedreceive_time64 420 semtimedop_time64
 421 rt_sigtimedwait_time64 422 futex_time64 423 sched_rr_get_interval_time64
-424 pidfd_send_signal 425 io_uring_setup 426 io_uring_enter 427 io_uring_register 428 open_tree
-429 move_mount 430 fsopen 431 fsconfig 432 fsmount 433 fspick 434 pidfd_open 435 clone3
-436 close_range 437 openat2 438 pidfd_getfd 439 faccessat2 440 process_madvise 441 epoll_pwait2
-442 mount_setattr 443 quotactl_fd 444 landlock_create_ruleset 445 landlock_add_rule
-446 landlock_restrict_self 447 memfd_secret 448 process_mrelease 449 futex_waitv
-450 set_mempolicy_home_node 451 cachestat 452 fchmodat2 453 map_shadow_stack 454 futex_wake
-455 futex_wait 456 futex_requeue 457 statmount 458 listmount 459 lsm_get_self_attr
-460 lsm_set_self_attr 461 lsm_list_modules 462 mseal 463 setxattrat 464 getxattrat
-465 listxattrat 466 removexattrat 467 open_tree_attr 468 file_getattr 469 file_setattr
-470 listns
-"""
+""",
+    SINCE_LINUX_5_1,
 )
 
 
@@ -203,16 +207,7 @@ AARCH64 = _table(
 272 kcmp 273 finit_module 274 sched_setattr 275 sched_getattr 276 renameat2 277 seccomp
 278 getrandom 279 memfd_create 280 bpf 281 execveat 282 userfaultfd 283 membarrier 284 mlock2
 285 copy_file_range 286 preadv2 287 pwritev2 288 pkey_mprotect 289 pkey_alloc 290 pkey_free
-291 statx 292 io_pgetevents 293 rseq 294 kexec_file_load 424 pidfd_send_signal
-425 io_uring_setup 426 io_uring_enter 427 io_uring_register 428 open_tree 429 move_mount
-430 fsopen 431 fsconfig 432 fsmount 433 fspick 434 pidfd_open 435 clone3 436 close_range
-437 openat2 438 pidfd_getfd 439 faccessat2 440 process_madvise 441 epoll_pwait2
-442 mount_setattr 443 quotactl_fd 444 landlock_create_ruleset 445 landlock_add_rule
-446 landlock_restrict_self 447 memfd_secret 448 process_mrelease 449 futex_waitv
-450 set_mempolicy_home_node 451 cachestat 452 fchmodat2 453 map_shadow_stack 454 futex_wake
-455 futex_wait 456 futex_requeue 457 statmount 458 listmount 459 lsm_get_self_attr
-460 lsm_set_self_attr 461 lsm_list_modules 462 mseal 463 setxattrat 464 getxattrat
-465 listxattrat 466 removexattrat 467 open_tree_attr 468 file_getattr 469 file_setattr
-470 listns
-"""
+291 statx 292 io_pgetevents 293 rseq 294 kexec_file_load
+""",
+    SINCE_LINUX_5_1,
 )

@@ -142,3 +142,27 @@ def test_a_bad_cache_spec_is_one_line(context: Path, tmp_path: Path) -> None:
     r = imgtool("build", "--cache-to", "type=registry,ref=x,mode=huge", str(context))
     assert r.code != 0
     assert "mode='huge'" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("flag", "spec", "culprit"),
+    [
+        ("--cache-from", "type=registry,ref=x,mode=max", "mode= chooses what --cache-to exports"),
+        ("--cache-from", "type=local,dest=d", "dest= is where --cache-to writes"),
+        ("--cache-to", "type=local,src=s", "src= is what --cache-from reads"),
+    ],
+)
+def test_a_key_only_the_other_flag_uses_is_refused_before_any_step(
+    tmp_path: Path, flag: str, spec: str, culprit: str
+) -> None:
+    """Accepted, these would be ignored: the build would run as if they were not there."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text("FROM scratch\nCOPY a.txt /a.txt\n")  # no pull
+    (ctx / "a.txt").write_text("a\n")
+    store = runner(tmp_path, "a")
+    r = imgtool("build", flag, spec, str(ctx), env={"IMGTOOL_ROOT": str(store.root)})
+    assert r.code == 1
+    assert r.err.startswith(f"imgtool: {flag} {spec!r}: {culprit}")
+    assert len(r.err.strip().splitlines()) == 1
+    assert not (store.root / "index.json").exists()  # nothing was built, nothing pulled

@@ -85,7 +85,7 @@ def test_registry_round_trip_fetches_only_what_a_hit_needs(
     plain_registry: Registry, runners: tuple[Store, Store], entries: list[CacheEntry]
 ) -> None:
     a, b = runners
-    spec = parse_spec(f"type=registry,ref={cache_ref(plain_registry)},mode=max")
+    spec = parse_spec(f"type=registry,ref={cache_ref(plain_registry)},mode=max", "to")
     done = export(a, entries, spec)
     assert (done.entries, done.layers, done.uploaded) == (3, 3, 4)  # 3 layers + the config
     source = open_source(b, spec)
@@ -103,7 +103,7 @@ def test_mode_min_exports_the_target_stage_only(
     plain_registry: Registry, runners: tuple[Store, Store], entries: list[CacheEntry]
 ) -> None:
     a, b = runners
-    spec = parse_spec(f"type=registry,ref={cache_ref(plain_registry)}")
+    spec = parse_spec(f"type=registry,ref={cache_ref(plain_registry)}", "to")
     assert export(a, entries, spec).entries == 2
     source = open_source(b, spec)
     assert source.lookup(entries[0].key) is None  # an earlier stage's step: only with max
@@ -114,7 +114,7 @@ def test_blobs_the_repository_has_are_not_uploaded_again(
     plain_registry: Registry, runners: tuple[Store, Store], entries: list[CacheEntry]
 ) -> None:
     a, _ = runners
-    spec = parse_spec(f"type=registry,ref={cache_ref(plain_registry)},mode=max")
+    spec = parse_spec(f"type=registry,ref={cache_ref(plain_registry)},mode=max", "to")
     export(a, entries[:2], spec)
     again = export(a, entries, spec)
     assert (again.uploaded, again.skipped) == (2, 2)  # the new layer and config; 2 were there
@@ -124,12 +124,16 @@ def test_a_sibling_repository_is_mounted_from(
     plain_registry: Registry, runners: tuple[Store, Store], entries: list[CacheEntry]
 ) -> None:
     a, b = runners
-    first = parse_spec(f"type=registry,ref={cache_ref(plain_registry, 'team/cache')},mode=max")
+    first = parse_spec(
+        f"type=registry,ref={cache_ref(plain_registry, 'team/cache')},mode=max", "to"
+    )
     export(a, entries, first)
     source = open_source(b, first)
     for e in entries:
         source.lookup(e.key)
-    second = parse_spec(f"type=registry,ref={cache_ref(plain_registry, 'other/cache')},mode=max")
+    second = parse_spec(
+        f"type=registry,ref={cache_ref(plain_registry, 'other/cache')},mode=max", "to"
+    )
     done = export(b, entries, second, sources=[source])
     assert (done.mounted, done.uploaded) == (3, 1)  # the layers mounted, only the config sent
 
@@ -139,12 +143,12 @@ def test_local_directory_round_trip(
 ) -> None:
     a, b = runners
     where = tmp_path / "cache"
-    done = export(a, entries, parse_spec(f"type=local,dest={where},mode=max"))
+    done = export(a, entries, parse_spec(f"type=local,dest={where},mode=max", "to"))
     index = json.loads((where / "index.json").read_text())
     (top,) = index["manifests"]
     assert top["digest"] == done.digest and top["artifactType"] == art.CACHE_ARTIFACT
     assert Store(where).referenced() >= {e.layer.digest for e in entries}  # a valid layout
-    source = open_source(b, parse_spec(f"type=local,src={where}"))
+    source = open_source(b, parse_spec(f"type=local,src={where}", "from"))
     assert [source.lookup(e.key) for e in entries] == [e.layer for e in entries]
     assert blobs_of(b) == {e.layer.digest.split(":")[1] for e in entries}
 
@@ -154,13 +158,13 @@ def test_no_cache_there_yet_misses_everything(
 ) -> None:
     _, b = runners
     for text in (f"type=registry,ref={cache_ref(plain_registry)}", f"type=local,src={tmp_path}/x"):
-        source = open_source(b, parse_spec(text))
+        source = open_source(b, parse_spec(text, "from"))
         assert not source.found
         assert source.lookup("0" * 64) is None
 
 
 def test_a_plain_image_is_not_a_cache(plain_registry: Registry, store: Store) -> None:
-    spec = parse_spec(f"type=registry,ref={plain_registry.host}/team/app:1.0")
+    spec = parse_spec(f"type=registry,ref={plain_registry.host}/team/app:1.0", "from")
     with pytest.raises(SpecError, match="is not an imgtool build cache"):
         open_source(store, spec)
 
@@ -243,7 +247,7 @@ def test_a_hostile_cache_config_is_refused(
     put_cache(plain_registry, a, ref, config, layers)
     before = snapshot(b)
     with pytest.raises(ImgtoolError) as got:
-        open_source(b, parse_spec(f"type=registry,ref={ref}"))
+        open_source(b, parse_spec(f"type=registry,ref={ref}", "from"))
     assert message in str(got.value) and "\n" not in str(got.value)
     assert snapshot(b) == before
 
@@ -263,8 +267,8 @@ def test_corrupt_bytes_are_refused_and_the_store_is_unchanged(
 ) -> None:
     a, b = runners
     path = cache_ref(plain_registry).split("/", 1)[1]
-    export(a, entries, parse_spec(f"type=registry,ref={plain_registry.host}/{path},mode=max"))
-    through = parse_spec(f"type=registry,ref={proxy.host}/{path}")
+    export(a, entries, parse_spec(f"type=registry,ref={plain_registry.host}/{path},mode=max", "to"))
+    through = parse_spec(f"type=registry,ref={proxy.host}/{path}", "from")
     source = open_source(b, through)
     before = snapshot(b)
     proxy.corrupt_blobs = True
@@ -282,8 +286,8 @@ def test_a_tampered_directory_cache_is_refused(
 ) -> None:
     a, b = runners
     where = tmp_path / "cache"
-    export(a, entries, parse_spec(f"type=local,dest={where},mode=max"))
-    source = open_source(b, parse_spec(f"type=local,src={where}"))
+    export(a, entries, parse_spec(f"type=local,dest={where},mode=max", "to"))
+    source = open_source(b, parse_spec(f"type=local,src={where}", "from"))
     blob = where / "blobs" / "sha256" / entries[0].layer.digest.split(":")[1]
     blob.write_bytes(b"\0" * entries[0].layer.size)
     before = snapshot(b)
@@ -298,7 +302,7 @@ def test_an_oversized_manifest_is_refused(tmp_path: Path, store: Store) -> None:
     where.set_ref("latest", oci.Descriptor(mt.OCI_MANIFEST, where.write_blob(raw), len(raw)))
     before = snapshot(store.init())
     with pytest.raises(SpecError, match="too large"):
-        open_source(store, parse_spec(f"type=local,src={where.root}"))
+        open_source(store, parse_spec(f"type=local,src={where.root}", "from"))
     assert snapshot(store) == before
 
 
@@ -309,7 +313,7 @@ def test_concurrent_exports_leave_one_whole_cache(
     plain_registry: Registry, runners: tuple[Store, Store], entries: list[CacheEntry]
 ) -> None:
     a, b = runners
-    spec = parse_spec(f"type=registry,ref={cache_ref(plain_registry)},mode=max")
+    spec = parse_spec(f"type=registry,ref={cache_ref(plain_registry)},mode=max", "to")
     sets = [entries[:2], [entries[0], *(make_entry(a, n, "other") for n in (4, 5, 6, 7))]]
     errors: list[BaseException] = []
 
@@ -346,12 +350,15 @@ def test_cache_mounts_travel_with_mounts_true(
     (apt / "archives" / "pkg.deb").write_bytes(b"a package")
     ref = cache_ref(plain_registry)
     done = export(
-        a, entries, parse_spec(f"type=registry,ref={ref},mounts=true"), mount_ids=["apt", "pip"]
+        a,
+        entries,
+        parse_spec(f"type=registry,ref={ref},mounts=true", "to"),
+        mount_ids=["apt", "pip"],
     )
     assert done.mounts == ("apt",)  # pip was never made: nothing to send
-    open_source(b, parse_spec(f"type=registry,ref={ref}"))
+    open_source(b, parse_spec(f"type=registry,ref={ref}", "from"))
     assert not mount_dir(b, "apt").exists()  # mounts=false: not restored
-    open_source(b, parse_spec(f"type=registry,ref={ref},mounts=true"))
+    open_source(b, parse_spec(f"type=registry,ref={ref},mounts=true", "from"))
     assert (mount_dir(b, "apt") / "archives" / "pkg.deb").read_bytes() == b"a package"
 
 
@@ -384,7 +391,7 @@ def test_a_hostile_cache_mount_stays_inside_its_directory(
     target.put_blobs([*made.blobs, config])
     target.put_manifest(made.manifest_raw)
     try:
-        open_source(b, parse_spec(f"type=local,src={tmp_path / 'cache'},mounts=true"))
+        open_source(b, parse_spec(f"type=local,src={tmp_path / 'cache'},mounts=true", "from"))
     except LayerError as e:
         assert "\n" not in str(e)  # refused is fine too; escaping is not
     inside = mount_dir(b, "evil")

@@ -6,29 +6,35 @@ from __future__ import annotations
 import pytest
 
 from imgtool.buildcache import CacheSpec, parse_spec
+from imgtool.buildcache.spec import Direction
 from imgtool.errors import BuildError
 
 
 @pytest.mark.parametrize(
-    ("text", "want"),
+    ("direction", "text", "want"),
     [
         (
+            "from",
             "type=registry,ref=localhost:5000/app/cache",
             CacheSpec("registry", "localhost:5000/app/cache"),
         ),
         (
+            "to",
             "type=registry,ref=localhost:5000/app/cache:v1,mode=max,mounts=true",
             CacheSpec("registry", "localhost:5000/app/cache:v1", "max", True),
         ),
-        ("type=local,dest=./cache", CacheSpec("local", "./cache")),
-        ("type=local,src=/c,mode=min,mounts=false", CacheSpec("local", "/c", "min", False)),
-        (" type = local , dest = d ", CacheSpec("local", "d")),
+        ("from", "type=registry,ref=r,mounts=true", CacheSpec("registry", "r", "min", True)),
+        ("to", "type=local,dest=./cache", CacheSpec("local", "./cache")),
+        ("to", "type=local,dest=/c,mode=min,mounts=false", CacheSpec("local", "/c")),
+        ("from", "type=local,src=/c,mounts=true", CacheSpec("local", "/c", "min", True)),
+        ("to", " type = local , dest = d ", CacheSpec("local", "d")),
     ],
 )
-def test_parses(text: str, want: CacheSpec) -> None:
-    assert parse_spec(text) == want
+def test_parses(direction: Direction, text: str, want: CacheSpec) -> None:
+    assert parse_spec(text, direction) == want
 
 
+@pytest.mark.parametrize("direction", ["from", "to"])
 @pytest.mark.parametrize(
     ("text", "culprit"),
     [
@@ -43,21 +49,44 @@ def test_parses(text: str, want: CacheSpec) -> None:
         ("type=registry,ref=", "needs ref="),
         ("type=registry,ref=Bad Ref", "invalid reference"),
         ("type=registry,ref=r,dest=d", "unknown key 'dest'"),
+        ("type=registry,ref=r,src=d", "unknown key 'src'"),
         ("type=registry,ref=r,compression=zstd", "unknown key 'compression'"),
         ("type=local,dest=d,ref=r", "unknown key 'ref'"),
-        ("type=local", "needs dest= or src="),
-        ("type=local,dest=a,src=b", "not both"),
-        ("type=local,dest=d,mode=mid", "mode='mid'"),
-        ("type=local,dest=d,mode=", "mode=''"),
-        ("type=local,dest=d,mounts=yes", "mounts='yes'"),
-        ("type=local,dest=d,mounts=1", "mounts='1'"),
+        ("type=registry,ref=r,mounts=yes", "mounts='yes'"),
+        ("type=registry,ref=r,mounts=1", "mounts='1'"),
         ("type=local,dest=d,dest=e", "dest is given twice"),
     ],
 )
-def test_refuses(text: str, culprit: str) -> None:
+def test_refuses(direction: Direction, text: str, culprit: str) -> None:
+    assert_refused(direction, text, culprit)
+
+
+@pytest.mark.parametrize(
+    ("direction", "text", "culprit"),
+    [
+        # what an export keeps is --cache-to's choice: on --cache-from it would do nothing
+        ("from", "type=registry,ref=r,mode=max", "mode= chooses what --cache-to exports"),
+        ("from", "type=local,src=s,mode=min", "mode= chooses what --cache-to exports"),
+        ("from", "type=local,dest=d", "dest= is where --cache-to writes"),
+        ("from", "type=local,src=s,dest=d", "dest= is where --cache-to writes"),
+        ("to", "type=local,src=s", "src= is what --cache-from reads"),
+        ("to", "type=local,dest=d,src=s", "src= is what --cache-from reads"),
+        ("from", "type=local", "type=local needs src="),
+        ("from", "type=local,src=", "type=local needs src="),
+        ("to", "type=local", "type=local needs dest="),
+        ("to", "type=local,dest=d,mode=mid", "mode='mid'"),
+        ("to", "type=local,dest=d,mode=", "mode=''"),
+    ],
+)
+def test_a_key_of_the_other_flag_is_refused(direction: Direction, text: str, culprit: str) -> None:
+    assert_refused(direction, text, culprit)
+
+
+def assert_refused(direction: Direction, text: str, culprit: str) -> None:
     with pytest.raises(BuildError) as e:
-        parse_spec(text)
+        parse_spec(text, direction)
     message = str(e.value)
     assert culprit in message
     assert "\n" not in message
-    assert repr(text) in message  # the value as given, so a user finds which flag it was
+    # the flag and the value as given, so a user finds which one it was
+    assert message.startswith(f"--cache-{direction} {text!r}: ")

@@ -113,6 +113,13 @@ def test_run_of_a_stored_image_loads_no_openssl(tmp_path: Path) -> None:
     assert "hashlib" not in mods and "_hashlib" not in mods
 
 
+def test_cgroups_loads_no_containerfile_parser(tmp_path: Path) -> None:
+    """`run` imports cgroups; only a -m value needs the size syntax it shares with the builder."""
+    assert "imgtool.containerfile" not in loaded_after("import imgtool.sandbox.cgroups", tmp_path)
+    mods = loaded_after("import imgtool.sandbox.cgroups as c\nc.parse_memory('64m')", tmp_path)
+    assert "imgtool.containerfile.values" in mods
+
+
 def test_chain_ids_are_the_oci_chain_ids() -> None:
     import hashlib
 

@@ -76,3 +76,29 @@ def test_platform_parse_refuses(text: str) -> None:
 def test_arm_v7_falls_back_to_v6_and_v5() -> None:
     got = [str(p) for p in oci.Platform.parse("linux/arm/v7").candidates()]
     assert got == ["linux/arm/v7", "linux/arm/v6", "linux/arm/v5"]
+
+
+GOOD = {"mediaType": mt.OCI_CONFIG, "digest": "sha256:" + "a" * 64, "size": 3}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mediaType": None}, "descriptor.mediaType is missing"),  # null is absent, as in Go
+        ({"digest": 7}, "descriptor.digest must be a string"),
+        ({"size": None}, "descriptor.size is missing"),
+        ({"digest": ...}, "descriptor.digest is missing"),  # ...: the key left out
+        ({"size": "3"}, "descriptor.size must be an integer"),
+        ({"size": True}, "descriptor.size must be an integer"),  # a bool is no number here
+        ({"artifactType": 1}, "descriptor.artifactType must be a string"),
+    ],
+)
+def test_a_field_missing_or_of_the_wrong_type_is_named(change: dict, message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        oci.Descriptor.from_dict({k: v for k, v in {**GOOD, **change}.items() if v is not ...})
+    assert str(err.value) == message
+
+
+def test_optional_fields_may_be_absent_or_null() -> None:
+    d = oci.Descriptor.from_dict({**GOOD, "artifactType": None, "data": None})
+    assert (d.size, d.artifact_type, d.data) == (3, None, None)

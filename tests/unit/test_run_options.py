@@ -28,7 +28,8 @@ def test_memory(text: str, expected: int | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["infm", "nan", "inf", "-1", "-1m", "1e30g", "", "m", "1x", "5m", "99999999999p"]
+    "text",
+    ["infm", "nan", "inf", "-1", "-1m", "1e30g", "", "m", "1x", "5m", "99999999999p", "9" * 400],
 )
 def test_memory_refused(text: str) -> None:
     with pytest.raises(ValueError, match=repr(text).replace("\\", "\\\\")):
