@@ -246,6 +246,11 @@ def _fmt(n: float) -> str:
 
 
 def check(r: Report, rules: Rules, baseline: Report | None = None) -> list[RuleResult]:
+    for pattern in rules.forbid:  # a malformed glob would match nothing: the gate would pass
+        try:
+            filetree.check_glob(pattern)
+        except ValueError as e:
+            raise InvalidArgument("forbid", pattern, f"{pattern!r}: {e}") from None
     out: list[RuleResult] = []
     what = "compressed size (remote image)" if r.uncompressed is None else "size"
     if rules.max_size is not None:

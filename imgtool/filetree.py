@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from imgtool import whiteout
-from imgtool.containerfile.pathmatch import match_component
+from imgtool.containerfile.pathmatch import check_syntax, match_component
 
 
 @dataclass(frozen=True)
@@ -220,6 +220,14 @@ def _dive(layers: list[LayerTree]) -> tuple[int, float, list[tuple[str, int, int
     repeated = [(p, cumulative[p], copies[p]) for p in cumulative if copies[p] > 1]
     wasted = sum(c for _, c, _ in repeated)
     return wasted, score, sorted(repeated, key=lambda r: (-r[1], r[0]))
+
+
+def check_glob(pattern: str) -> None:
+    """Refuse a pattern glob_match would silently never match (an unclosed class, a trailing
+    escape: Go's path.Match syntax errors). Raises ValueError naming the part."""
+    for part in pattern.strip("/").split("/"):
+        if part != "**":
+            check_syntax(part)
 
 
 def glob_match(pattern: str, path: str) -> bool:

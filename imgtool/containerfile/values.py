@@ -66,4 +66,7 @@ def byte_size(text: str) -> int:
     m = _SIZE.fullmatch(text.strip())
     if m is None:
         raise ValueError(f"{text!r} is not a size (e.g. 64m)")
-    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+    try:  # float() of a huge number is inf, which int() refuses
+        return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+    except OverflowError:
+        raise ValueError(f"{text!r} is too large") from None

@@ -398,8 +398,6 @@ def parse_memory(text: str) -> int | None:
         raise ValueError(
             f"invalid memory size {text!r} (use e.g. 256m or 1g; 0 for no limit)"
         ) from None
-    except OverflowError:  # more digits than a float holds
-        raise ValueError(f"memory limit {text!r} is too large") from None
     if value == 0:
         return None
     if value < MIN_MEMORY:

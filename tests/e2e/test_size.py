@@ -158,6 +158,9 @@ def test_check_reads_imgtool_toml_and_usage_errors(sized: dict[str, Path], tmp_p
     assert r.code == 2 and "not in the store" in r.err
     r = imgtool("check", f"oci:{sized['a']}", "--max-layers", "2")
     assert r.code == 1 and "3 layers (limit 2)" in r.out
+    # a malformed glob would match nothing and let the gate pass: refused instead
+    r = imgtool("check", f"oci:{sized['a']}", "--forbid", "etc/[a-")
+    assert r.code == 2 and "'etc/[a-'" in r.err and r.out == ""
 
 
 def test_many_layers_warn_before_the_overlay_limit(tmp_path: Path) -> None:

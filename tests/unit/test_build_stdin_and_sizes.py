@@ -63,3 +63,10 @@ def test_anything_else_on_stdin_is_the_containerfile(tmp_path: Path, text: bytes
 def test_a_corrupt_compressed_stream_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="stdin: cannot decompress"):
         read_stdin_context(io.BytesIO(b"\x1f\x8b" + b"\0" * 40), tmp_path)
+
+
+def test_a_size_with_more_digits_than_a_float_holds_is_refused_not_a_traceback() -> None:
+    from imgtool.containerfile.values import byte_size
+
+    with pytest.raises(ValueError, match="too large"):
+        byte_size("9" * 400)

@@ -86,3 +86,18 @@ def test_copy_wildcards_use_it(tmp_path: Path) -> None:
         assert glob(fd, "[^b]*") == ["!x", "apple", "cherry"]
         assert glob(fd, "[!b]*") == ["!x", "banana"]
         assert glob(fd, "[z-a]*") == []  # malformed: nothing, as BuildKit
+
+
+@pytest.mark.parametrize("pattern", ["etc/[a-", "a/b\\", "**/[]x"])
+def test_a_forbid_glob_go_would_call_malformed_is_refused(pattern: str) -> None:
+    from imgtool.filetree import check_glob
+
+    with pytest.raises(ValueError):
+        check_glob(pattern)
+
+
+def test_a_well_formed_forbid_glob_passes_the_check() -> None:
+    from imgtool.filetree import check_glob
+
+    check_glob("**/.git")
+    check_glob("var/cache/apt/*.bin")
