@@ -1,6 +1,6 @@
-"""What `run` and `images` do once their command line is parsed, by click (cli/run.py,
-cli/images.py) or by the lean parser (cli/fast.py). No click here: the fast path runs these
-without importing it."""
+"""What `run`, `images`, `pull` and `push` do once their command line is parsed, by click
+(cli/run.py, cli/images.py, cli/transfer.py) or by the lean parser (cli/fast.py). No click here:
+the fast path runs these without importing it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from imgtool.store import Store
 
 if TYPE_CHECKING:
     from imgtool.oci import Platform
+    from imgtool.progress import Callback
 
 
 def open_store(root: str | None) -> Store:
@@ -70,6 +71,61 @@ def _platform(text: object) -> Platform | None:
     from imgtool import oci
 
     return oci.Platform.parse(str(text))
+
+
+def pull_image(store: Store, reference: str, o: Mapping) -> None:
+    """`imgtool pull`: the pulled name (with -q), or its digest, index and source."""
+    from imgtool.cli.common import transport
+    from imgtool.puller import PullOptions, pull
+
+    quiet = bool(o["quiet"])
+    opts = PullOptions(
+        platform=_platform(o["platform"]),
+        all_platforms=bool(o["all_platforms"]),
+        transport=transport(bool(o["insecure"]), o["cert_dir"]),
+        progress=_progress("Downloading", quiet),
+    )
+    result = pull(reference, store, opts)
+    if quiet:
+        echo(result.name)
+        return
+    echo(f"Digest: {result.digest}")
+    if result.index_digest and result.index_digest != result.digest:
+        echo(f"Index: {result.index_digest} ({result.platform})")
+    echo(f"Pulled {result.name} from {result.source} ({human_size(result.fetched_bytes)} fetched)")
+
+
+def push_image(store: Store, name: str, o: Mapping) -> None:
+    """`imgtool push`: the pushed digest (with -q), or what was uploaded, mounted, skipped."""
+    from imgtool.cli.common import transport
+    from imgtool.pusher import PushOptions, push
+
+    quiet = bool(o["quiet"])
+    opts = PushOptions(
+        transport=transport(bool(o["insecure"]), o["cert_dir"]),
+        progress=_progress("Uploading", quiet),
+    )
+    result = push(name, store, o["destination"], opts)
+    if quiet:
+        echo(result.digest)
+        return
+    echo(
+        f"Pushed {result.reference}: digest {result.digest} "
+        f"({result.uploaded} uploaded, {result.mounted} mounted, "
+        f"{result.skipped} already there)"
+    )
+
+
+def _progress(verb: str, quiet: bool) -> Callback:
+    """The progress renderer; none under -q, which shows nothing (cli/progress.py imports
+    click, which a quiet re-pull then never loads)."""
+    if quiet:
+        from imgtool.progress import ignore
+
+        return ignore
+    from imgtool.cli.progress import Renderer
+
+    return Renderer(verb, quiet)
 
 
 def list_images(store: Store, as_json: bool, digests: bool) -> None:

@@ -12,7 +12,7 @@ import click
 
 from imgtool import __version__
 from imgtool.cli import COMMANDS, CONVENTIONS, SUMMARIES
-from imgtool.cli.options import FLAG, INT, MULTIPLE, Opt
+from imgtool.cli.options import DIRECTORY, FLAG, INT, MULTIPLE, Opt
 
 
 class _Group(click.Group):
@@ -99,6 +99,8 @@ def with_options(table: tuple[Opt, ...]) -> Callable[[Callable[..., Any]], Calla
                 extra["multiple"] = True
             elif opt.kind == INT:
                 extra["type"] = int
+            elif opt.kind == DIRECTORY:
+                extra["type"] = click.Path(exists=True, file_okay=False)
             elif opt.kind != FLAG and opt.default is not None:
                 extra["default"] = opt.default
             if opt.show_default:

@@ -1,16 +1,18 @@
-"""The options of the commands a user starts most often (`run`, `images`), declared once: the
-click commands are built from these tables, and the lean parser of cli/fast.py reads the same
-ones, so the two cannot disagree on a name, a kind or a default. No click here: the fast path
-imports this module without it."""
+"""The options of the commands a user starts most often (`run`, `images`, `pull`), declared once:
+the click commands are built from these tables, and the lean parser of cli/fast.py reads the
+same ones, so the two cannot disagree on a name, a kind or a default. No click here: the fast
+path imports this module without it."""
 
 from __future__ import annotations
 
 FLAG, VALUE, MULTIPLE, INT = "flag", "value", "multiple", "int"
+DIRECTORY = "directory"  # one value: an existing, readable directory (click.Path(exists=True))
 
 
 class Opt:
     """One option: its spellings (`-e`, `--env`), the parameter it fills (`dest`), its kind
-    (a flag, one value, a value given any number of times, an int), default and help."""
+    (a flag, one value, a value given any number of times, an int, a directory), default and
+    help."""
 
     __slots__ = ("decls", "dest", "kind", "help", "default", "show_default")
 
@@ -72,4 +74,28 @@ RUN = (
 IMAGES = (
     Opt(("--json",), FLAG, "Print JSON (exact bytes, full digests).", dest="as_json"),
     Opt(("--digests",), FLAG, "Show full digests."),
+)
+
+INSECURE = Opt(("--insecure",), FLAG, "Allow plain HTTP and unverified TLS for this registry.")
+CERT_DIR = Opt(
+    ("--cert-dir",), DIRECTORY, "CA certificates (*.crt) and client keys instead of certs.d."
+)
+
+PULL = (
+    Opt(("--platform",), VALUE, "os/arch[/variant] to pick from an index (default: this host)."),
+    Opt(
+        ("--all-platforms", "-a"),
+        FLAG,
+        "Keep the whole index, every platform.",
+        dest="all_platforms",
+    ),
+    Opt(("--quiet", "-q"), FLAG, "Print only the image's name.", dest="quiet"),
+    INSECURE,
+    CERT_DIR,
+)
+
+PUSH = (
+    Opt(("--quiet", "-q"), FLAG, "Print only the pushed digest.", dest="quiet"),
+    INSECURE,
+    CERT_DIR,
 )

@@ -6,9 +6,7 @@ import sys
 import threading
 import time
 
-import click
-
-from imgtool.cli.common import human_size
+from imgtool.cli.common import echo, human_size
 from imgtool.progress import Event
 
 _LABELS = {"exists": "Already exists", "done": "Complete", "mounted": "Mounted"}
@@ -46,7 +44,7 @@ class Renderer:
                     self._draw()
                     self.last_draw = now
             elif ev.kind in ("exists", "done", "mounted"):
-                click.echo(f"{ev.item}: {self.lines[ev.item]}", err=True)
+                echo(f"{ev.item}: {self.lines[ev.item]}", err=True)
 
     def _describe(self, ev: Event) -> str:
         if ev.kind in _LABELS:
@@ -71,4 +69,4 @@ class Renderer:
     def _print(self, text: str) -> None:
         if self.tty and self.drawn:
             self.drawn = 0
-        click.echo(text, err=True)
+        echo(text, err=True)

@@ -1,9 +1,10 @@
-"""The lean parser of `run` and `images` (cli/fast.py) against click: on every command line it
+"""The lean parser of `run`, `images`, `pull` and `push` (cli/fast.py) against click: on every command line it
 accepts it must give exactly click's parameters, and whatever it does not accept is click's
 (help, errors). Every option of the shared tables is exercised."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,31 @@ RUN_LINES = [
     ["-e=A", "img"],
 ]
 IMAGES_LINES = [[], ["--json"], ["--digests"], ["--digests", "--json"]]
+PULL_LINES = [
+    ["img"],
+    ["host:5000/a/b:1"],
+    ["-q", "img"],
+    ["img", "--quiet"],
+    ["-aq", "img"],
+    ["-qa", "--insecure", "img"],
+    ["--all-platforms", "img"],
+    ["--platform", "linux/arm64", "img"],
+    ["--platform=linux/arm/v7", "img", "-a"],
+    ["--platform=", "img"],
+    ["--cert-dir", "/etc", "img"],
+    ["--cert-dir=/", "--insecure", "img"],
+    ["--", "-img"],
+]
+PUSH_LINES = [
+    ["img"],
+    ["img", "host:5000/a/b:1"],
+    ["-q", "img"],
+    ["img", "--quiet", "dest"],
+    ["--insecure", "-q", "img"],
+    ["--cert-dir", "/etc", "img", "dest"],
+    ["--cert-dir=/", "img"],
+    ["--", "-img", "-dest"],
+]
 # what the lean parser leaves to click: help, mistakes, global options it does not handle
 DEFERRED = [
     ["run"],
@@ -63,7 +89,24 @@ DEFERRED = [
     ["--help"],
     ["-h"],
     ["--rootx", "images"],
-    ["pull", "x"],
+    ["pull"],
+    ["pull", "a", "b"],
+    ["pull", "-h"],
+    ["pull", "--help", "x"],
+    ["pull", "--bogus", "x"],
+    ["pull", "-aQ", "x"],
+    ["pull", "--quiet=1", "x"],
+    ["pull", "--platform"],
+    ["pull", "--platform", "-q", "x"],
+    ["pull", "--cert-dir", "/nonexistent-dir", "x"],
+    ["pull", "--cert-dir", "/etc/passwd", "x"],
+    ["pull", "--cert-dir=", "x"],
+    ["push"],
+    ["push", "a", "b", "c"],
+    ["push", "--help", "x"],
+    ["push", "-qa", "x"],
+    ["push", "-q=1", "x"],
+    ["push", "--cert-dir", "/etc/passwd", "x"],
     [],
 ]
 
@@ -89,13 +132,33 @@ def test_images_lines_parse_as_click_parses_them(args: list[str]) -> None:
     assert parsed is not None and parsed.params == click_params("images", args)
 
 
+@pytest.mark.parametrize("args", PULL_LINES, ids=" ".join)
+def test_pull_lines_parse_as_click_parses_them(args: list[str]) -> None:
+    parsed = fast.parse(["pull", *args])
+    assert parsed is not None and parsed.command == "pull", args
+    assert parsed.params == click_params("pull", args)
+
+
+@pytest.mark.parametrize("args", PUSH_LINES, ids=" ".join)
+def test_push_lines_parse_as_click_parses_them(args: list[str]) -> None:
+    parsed = fast.parse(["push", *args])
+    assert parsed is not None and parsed.command == "push", args
+    assert parsed.params == click_params("push", args)
+
+
 @pytest.mark.parametrize("argv", DEFERRED, ids=" ".join)
 def test_what_the_lean_parser_does_not_take_is_left_to_click(argv: list[str]) -> None:
     assert fast.parse(argv) is None
 
 
 @pytest.mark.parametrize(
-    ("table", "lines"), [(options.RUN, RUN_LINES), (options.IMAGES, IMAGES_LINES)]
+    ("table", "lines"),
+    [
+        (options.RUN, RUN_LINES),
+        (options.IMAGES, IMAGES_LINES),
+        (options.PULL, PULL_LINES),
+        (options.PUSH, PUSH_LINES),
+    ],
 )
 def test_every_spelling_of_every_option_is_compared(
     table: tuple[options.Opt, ...], lines: list[list[str]]
@@ -107,7 +170,13 @@ def test_every_spelling_of_every_option_is_compared(
 
 
 def test_the_click_commands_are_made_from_the_tables() -> None:
-    for name, table in (("run", options.RUN), ("images", options.IMAGES)):
+    tables = (
+        ("run", options.RUN),
+        ("images", options.IMAGES),
+        ("pull", options.PULL),
+        ("push", options.PUSH),
+    )
+    for name, table in tables:
         command = cli.get_command(click.Context(cli), name)
         assert command is not None
         opts = [p for p in command.params if isinstance(p, click.Option)]
@@ -141,3 +210,51 @@ def test_images_and_run_start_without_click(tmp_path: Path) -> None:
         )
         assert r.stderr.splitlines()[-1] == "False", r.stderr
     assert r.returncode == 125 and "nothing-here" in r.stderr.splitlines()[0]
+
+
+def test_the_lean_pull_parser_checks_cert_dir_as_click_does(tmp_path: Path) -> None:
+    """click.Path(exists=True, file_okay=False): a directory it cannot read is click's error."""
+    unreadable = tmp_path / "certs"
+    unreadable.mkdir(mode=0)
+    parsed = fast.parse(["pull", "--cert-dir", str(tmp_path), "img"])
+    assert parsed is not None and parsed.params["cert_dir"] == str(tmp_path)
+    if os.geteuid() != 0:  # root reads any directory, and so does click's check
+        assert fast.parse(["pull", "--cert-dir", str(unreadable), "img"]) is None
+
+
+def _cli_run(kind: str, argv: list[str], tmp_path: Path) -> tuple[int, str, str, bool]:
+    """(status, stdout, stderr, click loaded) of `imgtool ARGV` through main() ("lean") or
+    straight through the click group ("click")."""
+    entry = "main()" if kind == "lean" else "cli(prog_name='imgtool')"
+    script = (
+        "import sys\nsys.argv = ['imgtool', *sys.argv[1:]]\n"
+        f"from imgtool.cli import {entry.partition('(')[0]}\n"
+        f"try:\n    {entry}\nfinally:\n    print('click' in sys.modules, file=sys.stderr)\n"
+    )
+    env = {"IMGTOOL_ROOT": str(tmp_path / "store"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env["CONTAINERS_REGISTRIES_CONF"] = str(tmp_path / "registries.conf")
+    r = subprocess.run(
+        [sys.executable, "-c", script, *argv], env=env, capture_output=True, text=True, timeout=120
+    )
+    *err, loaded = r.stderr.splitlines()
+    return r.returncode, r.stdout, "\n".join(err), loaded == "True"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pull", "127.0.0.1:1/nothing/here:1"],  # nothing listens on port 1: refused
+        ["pull", "-q", "--platform", "linux/arm64", "127.0.0.1:1/nothing/here:1"],
+        ["pull", "--platform", "nonsense//", "127.0.0.1:1/x"],
+        ["pull", "Not A Reference"],
+        ["push", "-q", "not-in-the-store", "127.0.0.1:1/x:1"],
+        ["push", "Not A Reference"],
+    ],
+    ids=" ".join,
+)
+def test_a_failing_transfer_says_and_exits_as_under_click(argv: list[str], tmp_path: Path) -> None:
+    lean = _cli_run("lean", argv, tmp_path)
+    under_click = _cli_run("click", argv, tmp_path)
+    assert lean[:3] == under_click[:3]
+    assert lean[0] != 0 and lean[2].startswith("imgtool: ")
+    assert under_click[3] and fast.parse(argv) is not None  # the lean path was taken
