@@ -69,10 +69,6 @@ def sha256(data: bytes = b"") -> _Hash:
     return hashlib.sha256(data)
 
 
-def sha256_hex(data: bytes) -> str:
-    return sha256(data).hexdigest()
-
-
 def is_valid(text: str) -> bool:
     try:
         Digest.parse(text)

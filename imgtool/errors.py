@@ -104,11 +104,13 @@ class RegistryError(ImgtoolError):
         url: str = "",
         status: int | None = None,
         codes: tuple[str, ...] = (),
+        repository: str = "",
     ) -> None:
         self.method = method
         self.url = url
         self.status = status
         self.codes = codes
+        self.repository = repository  # set when the message already names the repository
         super().__init__(message)
 
 

@@ -98,7 +98,8 @@ def _with_reference(e: ImgtoolError, ref: Reference) -> ImgtoolError:
             status=e.status,
             codes=e.codes,
         )
-    if isinstance(e, AuthError) and e.status in (401, 403) and ref.name not in str(e):
+    if isinstance(e, AuthError) and e.status in (401, 403) and not e.repository:
+        # the registry's reason does not name the repository: say which image was refused
         return AuthError(f"{ref}: {e}", method=e.method, url=e.url, status=e.status, codes=e.codes)
     return e
 

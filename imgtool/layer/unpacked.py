@@ -27,10 +27,11 @@ import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from imgtool import inroot
 from imgtool import mediatypes as mt
-from imgtool.digest import sha256_hex
+from imgtool.digest import Digest
 from imgtool.errors import ImgtoolError, LayerError
 from imgtool.layer.arriving import Arrival
 from imgtool.store import Store, StoredImage
@@ -46,7 +47,7 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
         if not out:
             out.append(diff_id)
         else:
-            out.append("sha256:" + sha256_hex(f"{out[-1]} {diff_id}".encode()))
+            out.append(str(Digest.of(f"{out[-1]} {diff_id}".encode())))
     return out
 
 
@@ -142,22 +143,9 @@ class LayerStore:
     ) -> None:
         """Apply one layer blob to `dest`, checking its digest and its diff_id (in overlay
         format over `lowers`, the directories of the layers below, top first)."""
-        from imgtool import compression  # zstandard: only when a layer is unpacked
-        from imgtool.layer.apply import apply_layer
-
-        kind = mt.layer_compression(media_type)
         with self.store.open_blob(digest) as blob:
             packed = VerifyingReader(blob, digest, size, f"layer {digest}")
-            codec = None if kind == "unknown" else kind
-            plain = VerifyingReader(
-                compression.open_decompressed(packed, codec),  # type: ignore[arg-type]
-                diff_id,
-                None,
-                f"layer {digest} (uncompressed, diff_id)",
-            )
-            apply_layer(plain, dest, fmt, lowers or ())  # type: ignore[arg-type]
-            plain.drain()  # tar writers leave padding after the end-of-archive blocks
-            packed.drain()
+            _apply_stream(packed, media_type, diff_id, f"layer {digest}", dest, fmt, lowers or [])
 
     def export_rootfs(self, image: StoredImage, dest: Path) -> None:
         """Apply every layer, in order, to one directory (what `umoci unpack` makes). `dest`
@@ -234,27 +222,47 @@ def _apply_arriving(
     here the uncompressed ones are checked against the diff_id, and the end of the stream
     comes only when the blob is verified and stored. When the apply fails, a failed download
     is the error to report: a bad blob is why its tar is bad."""
-    from imgtool import compression  # zstandard: only when a layer is unpacked
-    from imgtool.layer.apply import apply_layer
-
-    kind = mt.layer_compression(media_type)
-    packed = arrival.reader()
     try:
-        codec = None if kind == "unknown" else kind
-        plain = VerifyingReader(
-            compression.open_decompressed(packed, codec),  # type: ignore[arg-type]
-            diff_id,
-            None,
-            f"{arrival.what} (uncompressed, diff_id)",
-        )
-        apply_layer(plain, dest, fmt, lowers)  # type: ignore[arg-type]
-        plain.drain()  # tar writers leave padding after the end-of-archive blocks
-        packed.drain()  # returns once the blob is verified and in the store
+        # the packed stream's drain returns once the blob is verified and in the store
+        _apply_stream(arrival.reader(), media_type, diff_id, arrival.what, dest, fmt, lowers)
     except Exception:
         failed = arrival.outcome()
         if failed is not None:
             raise failed from None
         raise
+
+
+class _PackedStream(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+    def drain(self) -> None: ...
+
+
+def _apply_stream(
+    packed: _PackedStream,
+    media_type: str,
+    diff_id: str,
+    what: str,
+    dest: Path,
+    fmt: str,
+    lowers: list[Path],
+) -> None:
+    """Decompress a layer's packed stream, check the tar against its diff_id while applying
+    it, then drain both: tar writers leave padding after the end-of-archive blocks, and the
+    packed stream is verified only at its end."""
+    from imgtool import compression  # zstandard: only when a layer is unpacked
+    from imgtool.layer.apply import apply_layer
+
+    kind = mt.layer_compression(media_type)
+    codec = None if kind == "unknown" else kind
+    plain = VerifyingReader(
+        compression.open_decompressed(packed, codec),  # type: ignore[arg-type]
+        diff_id,
+        None,
+        f"{what} (uncompressed, diff_id)",
+    )
+    apply_layer(plain, dest, fmt, lowers)  # type: ignore[arg-type]
+    plain.drain()
+    packed.drain()
 
 
 def _first_missing(path: Path) -> Path | None:

@@ -36,6 +36,8 @@ from imgtool.errors import (
 )
 from imgtool.registry import credentials as creds_mod
 from imgtool.registry.auth import Challenge, TokenCache, merge_scopes, parse_challenges
+from imgtool.registry.failures import root_cause as _root_cause
+from imgtool.registry.failures import speaks_plain_http as _speaks_plain_http
 from imgtool.registry.options import (  # re-exported: the names callers have always used
     MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES,
@@ -277,10 +279,23 @@ class RegistryClient:
         return None
 
     def _ping_with_retries(self, url: str) -> requests.Response:
-        """Connection errors are raised at once; 429 and 5xx are retried as any request."""
+        """A first connection error is raised at once (nobody there: try the next scheme);
+        429 and 5xx are retried as any request. Once this scheme has answered, a connection
+        error on a retry is transient and retried on it: falling through to the other
+        scheme would report that scheme's failure (WRONG_VERSION_NUMBER) instead."""
         delay = self.options.backoff
+        answered = False
         for attempt in range(self.options.retries + 1):
-            resp = self.session.get(url, verify=self.verify, timeout=self.options.timeout)
+            try:
+                resp = self.session.get(url, verify=self.verify, timeout=self.options.timeout)
+            except requests.exceptions.ConnectionError as e:
+                last_try = attempt == self.options.retries
+                if not answered or last_try or isinstance(e, requests.exceptions.SSLError):
+                    raise
+                time.sleep(delay)
+                delay *= 2
+                continue
+            answered = True
             if resp.status_code not in RETRY_STATUSES or attempt == self.options.retries:
                 return resp
             time.sleep(_retry_after(resp, delay, self.options.max_retry_after))
@@ -429,6 +444,9 @@ class RegistryClient:
     ) -> requests.Response:
         """One logical request: retried on resets, 429 and 5xx; redirects followed by hand so
         that credentials never travel to another host."""
+        # Not urllib3.Retry: it re-sends the same body object, and an upload's stream,
+        # consumed by the first try, must be reopened from its callable on each retry and
+        # on each 307/308 (which _follow handles by hand for the same reason).
         opts = self.options
         delay = opts.backoff
         for attempt in range(opts.retries + 1):
@@ -503,9 +521,14 @@ class RegistryClient:
         }
         resp.close()
         if status == 401:
-            return AuthError(f"{self.host}: unauthorized: {self._refusal(method, url, resp)}", **kw)
+            reason, named = self._refusal(method, url, resp)
+            return AuthError(f"{self.host}: unauthorized: {reason}", repository=named, **kw)
         if status == 403:
-            return AuthError(f"{self.host}: access denied to {urlsplit(url).path} ({detail})", **kw)
+            return AuthError(
+                f"{self.host}: access denied to {urlsplit(url).path} ({detail})",
+                repository=_repository_of(url),
+                **kw,
+            )
         if status == 404:
             return NotFound(f"{where}: {status} {detail}".rstrip(), **kw)
         if status == 429:
@@ -521,9 +544,10 @@ class RegistryClient:
             )
         return RegistryError(f"{where}: {status} {detail}".rstrip(), **kw)
 
-    def _refusal(self, method: str, url: str, resp: requests.Response) -> str:
+    def _refusal(self, method: str, url: str, resp: requests.Response) -> tuple[str, str]:
         """Why a 401 stands after a fresh token: the token lacks an action on a repository
-        (insufficient_scope), or the credentials themselves were refused."""
+        (insufficient_scope), or the credentials themselves were refused; and the repository
+        the reason names, if it names one."""
         who = self.credentials
         user = who.username if who and who.username else ""
         login = f"log in first (imgtool login {self.host})"
@@ -532,8 +556,8 @@ class RegistryClient:
             holder = f"the token for user {user!r}" if user else "the anonymous token"
             repo = _repository_of(url) or " ".join(ch.scopes)
             reason = f"{holder} lacks {_action_of(method)} access to repository {repo}"
-            return f"{reason} (insufficient_scope){'' if user else '; ' + login}"
-        return f"user {user!r} was refused" if user else login
+            return f"{reason} (insufficient_scope){'' if user else '; ' + login}", repo
+        return (f"user {user!r} was refused" if user else login), ""
 
     # --- manifests -----------------------------------------------------------------------------
 
@@ -797,41 +821,6 @@ def _repository_of(url: str) -> str:
         if i and part in ("blobs", "manifests", "tags"):
             return "/".join(parts[:i])
     return ""
-
-
-def _speaks_plain_http(e: Exception) -> bool:
-    text = str(e).lower()
-    return any(
-        s in text
-        for s in (
-            "wrong version number",
-            "record layer failure",
-            "unknown protocol",
-            "packet length too long",
-        )
-    )
-
-
-def _root_cause(e: BaseException | None) -> str:
-    """The innermost reason, without urllib3's noise: 'Connection refused', 'timed out'."""
-    if e is None:
-        return "no answer"
-    text = str(e)
-    for marker in (
-        "Connection refused",
-        "Name or service not known",
-        "timed out",
-        "certificate verify failed",
-        "Connection reset by peer",
-        "No route to host",
-        "Temporary failure in name resolution",
-    ):
-        if marker in text:
-            return marker
-    seen = e
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
-    return str(seen).splitlines()[0][:200] if str(seen) else type(seen).__name__
 
 
 @dataclass
