@@ -42,7 +42,7 @@ def push(
     if dest.digest and desc.digest != dest.digest:
         raise InvalidReference(str(dest), f"the image's digest is {desc.digest}")
     client = ClientPool(opts.transport).get(dest.api_host, opts.transport.insecure)
-    pusher = _Pusher(client, dest, store, opts)
+    pusher = BlobPusher(client, dest, store, opts)
     with store.writing():
         top = store.manifest(desc)
         if isinstance(top, oci.Index):
@@ -64,14 +64,29 @@ def push(
     return PushResult(str(dest), digest, pusher.uploaded, pusher.mounted, pusher.skipped)
 
 
-class _Pusher:
-    def __init__(self, client: RegistryClient, dest: Reference, store: Store, opts: PushOptions):
+class BlobPusher:
+    """Puts blobs and manifests of the store into one repository: a blob the repository has
+    is skipped (HEAD), one another repository of the registry has is mounted from it, the
+    rest uploaded. Counts what it did. `also_mount_from` adds repositories to mount from
+    (digest -> repositories) beyond where the store's names say images came from."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        dest: Reference,
+        store: Store,
+        opts: PushOptions,
+        also_mount_from: dict[str, list[str]] | None = None,
+    ):
         self.client = client
         self.dest = dest
         self.store = store
         self.opts = opts
         self.uploaded = self.mounted = self.skipped = 0
         self._sources = mount_sources(store, dest)
+        for digest, repos in (also_mount_from or {}).items():
+            known = self._sources.setdefault(digest, [])
+            known += [r for r in repos if r not in known and r != dest.repository]
 
     def manifest(self, m: oci.Manifest, digest: str) -> None:
         self.blobs(m)

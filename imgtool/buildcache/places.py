@@ -18,7 +18,7 @@ from imgtool.buildcache.artifact import CACHE_ARTIFACT
 from imgtool.digest import Digest
 from imgtool.errors import DigestMismatch, NotFound, SizeMismatch, SpecError, StoreError
 from imgtool.progress import Callback
-from imgtool.pusher import PushOptions, _Pusher
+from imgtool.pusher import BlobPusher, PushOptions
 from imgtool.registry.client import (
     MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES,
@@ -114,10 +114,10 @@ class RegistryTarget:
         progress: Callback,
     ) -> None:
         self.place = place
-        self.pusher = _Pusher(place.client, place.ref, store, PushOptions(progress=progress))
-        for digest, repos in mount_from.items():  # the caches this build read, for mounts
-            known = self.pusher._sources.setdefault(digest, [])
-            known += [r for r in repos if r not in known and r != place.ref.repository]
+        # the caches this build read are mount sources too
+        self.pusher = BlobPusher(
+            place.client, place.ref, store, PushOptions(progress=progress), mount_from
+        )
 
     def put_blobs(self, descs: list[oci.Descriptor]) -> None:
         each(descs, self.pusher.blob, parallel=True)
