@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.seeding import seed_busybox  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 EXAMPLES = [
@@ -72,28 +73,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="imgtool-buildbench-"))
     reg = Registry(work / "registry").start()
     try:
-        layout = work / "busybox"
-        subprocess.run(
-            [sys.executable, str(REPO / "fixtures/make_images.py"), "busybox", str(layout)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "--quiet",
-                f"oci:{layout}:latest",
-                f"docker://{reg.host}/library/busybox:latest",
-                "--dest-tls-verify=false",
-            ],
-            check=True,
-        )
-        conf = work / "registries.conf"
-        conf.write_text(
-            '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
-            f'[[registry.mirror]]\nlocation = "{reg.host}"\ninsecure = true\n'
-        )
+        conf = seed_busybox(reg, work)
         env = {
             **os.environ,
             "CONTAINERS_REGISTRIES_CONF": str(conf),

@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.seeding import seed_busybox  # noqa: E402
 from tests.support.registry import Registry  # noqa: E402
 
 CONTAINERFILE = """\
@@ -55,28 +56,6 @@ def all_cached(tool: str, output: str) -> bool:
     if tool == "imgtool":
         return f"({STEPS} steps, {STEPS} cached)" in output
     return output.count("Using cache") == STEPS
-
-
-def seed_busybox(reg: Registry, work: Path) -> Path:
-    """busybox into the registry, and a registries.conf that mirrors docker.io there."""
-    layout = work / "busybox"
-    subprocess.run(
-        [sys.executable, str(REPO / "fixtures/make_images.py"), "busybox", str(layout)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    subprocess.run(
-        ["skopeo", "copy", "--quiet", f"oci:{layout}:latest",
-         f"docker://{reg.host}/library/busybox:latest", "--dest-tls-verify=false"],
-        check=True,
-    )  # fmt: skip
-    conf = work / "registries.conf"
-    conf.write_text(
-        '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
-        f'[[registry.mirror]]\nlocation = "{reg.host}"\ninsecure = true\n'
-        f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n'
-    )
-    return conf
 
 
 def imgtool_cmd(env: dict[str, str], root: Path, ctx: Path, flag: str, spec: str) -> tuple:
