@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from imgtool.inspect import ImageRow
     from imgtool.puller import PullResult
     from imgtool.pusher import PushResult
-    from imgtool.registry.client import TransportOptions
+    from imgtool.registry.options import TransportOptions
 
 Network = Literal["bridge", "none", "host"]
 Compression = Literal["gzip", "zstd"]
@@ -99,7 +99,7 @@ def push(
 def _transport(
     insecure: bool, cert_dir: str | Path | None, progress: Callback | None
 ) -> TransportOptions:
-    from imgtool.registry.client import TransportOptions
+    from imgtool.registry.options import TransportOptions
 
     report = progress or ignore
     if cert_dir is not None and not Path(cert_dir).is_dir():

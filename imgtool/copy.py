@@ -188,12 +188,9 @@ def _check_platform(src: Source, manifest: oci.Manifest, wanted: oci.Platform) -
     actual = str(Digest.of(raw))
     if actual != manifest.config.digest:
         raise DigestMismatch(f"config of {src.label}", manifest.config.digest, actual, len(raw))
-    have = oci.ImageConfig.from_json(raw).platform.normalized()
-    want = wanted.normalized()
-    if (have.os, have.architecture) != (want.os, want.architecture) or (
-        want.variant and have.variant != want.variant
-    ):
-        raise SpecError(f"{src.label} is for {have}, not {want}")
+    have = oci.ImageConfig.from_json(raw).platform
+    if not have.serves(wanted):
+        raise SpecError(f"{src.label} is for {have.normalized()}, not {wanted.normalized()}")
 
 
 def _child(src: Source, desc: oci.Descriptor) -> oci.Manifest:

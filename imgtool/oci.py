@@ -150,6 +150,14 @@ class Platform:
             variant = ""
         return Platform(self.os, self.architecture, variant, self.os_version)
 
+    def serves(self, want: Platform) -> bool:
+        """An image for this platform serves a request for `want`: os and architecture equal,
+        and the variant when one is asked for (as pull and the builder match them)."""
+        h, w = self.normalized(), want.normalized()
+        return (h.os, h.architecture) == (w.os, w.architecture) and (
+            not w.variant or h.variant == w.variant
+        )
+
     def candidates(self) -> list[Platform]:
         """Platforms this one runs, best first (arm v7 runs v6 and v5 too, as in containerd)."""
         me = self.normalized()

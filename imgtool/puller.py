@@ -292,7 +292,7 @@ def _pull_from(
     # the config first: a platform that does not match is refused before any layer comes
     fetcher.blob(m.config)
     config = oci.ImageConfig.from_json(store.read_blob(m.config.digest))
-    if opts.platform is not None and not _platform_matches(config.platform, wanted):
+    if opts.platform is not None and not config.platform.serves(wanted):
         raise SpecError(f"{ref} is for {config.platform}, not {wanted}")
     if _unpacks_layers():
         fetcher.layers(m, config.diff_ids)
@@ -360,13 +360,6 @@ def _check_config_size(m: oci.Manifest, ref: Reference) -> None:
             f"{ref}: its config is {m.config.size} bytes, over the "
             f"{MAX_CONFIG_BYTES >> 20} MiB limit for configs"
         )
-
-
-def _platform_matches(have: oci.Platform, want: oci.Platform) -> bool:
-    h, w = have.normalized(), want.normalized()
-    return (h.os, h.architecture) == (w.os, w.architecture) and (
-        not w.variant or h.variant == w.variant
-    )
 
 
 def resolve_remote(

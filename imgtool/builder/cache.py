@@ -118,12 +118,21 @@ class Explainer:
         return self.dir / f"{_key(stage)[:16]}.{line}.json"  # never a path from the build
 
     def explain(
-        self, stage: str, line: int, inputs: dict[str, Any], found: Lookup, searched: str
+        self,
+        stage: str,
+        line: int,
+        inputs: dict[str, Any],
+        found: Lookup,
+        searched: str,
+        say: bool = True,
     ) -> str:
-        """The line to show for this step, and its inputs remembered for the next build."""
+        """The line to show for this step (empty unless `say`: why a step missed is worked
+        out only for --explain-cache), and its inputs remembered for the next build."""
         self.dir.mkdir(parents=True, exist_ok=True)
         record = self.record_of(stage, line)
-        if found.layer is not None:
+        if not say:
+            text = ""
+        elif found.layer is not None:
             text = f"  cache hit at line {line}: {found.where}"
         else:
             reason = "no earlier build of this step"

@@ -52,14 +52,6 @@ class BuildOptions:
     cache_from: tuple[CacheSource, ...] = ()
 
 
-def same_platform(have: oci.Platform, want: oci.Platform) -> bool:
-    """An image for `have` serves a stage for `want`: os and architecture equal, and the
-    variant when one is asked for (as pull matches them)."""
-    h, w = have.normalized(), want.normalized()
-    same = (h.os, h.architecture) == (w.os, w.architecture)
-    return same and (not w.variant or h.variant == w.variant)
-
-
 def foreign_platform(config: dict[str, Any]) -> oci.Platform | None:
     """The platform of a stage's config when it is not the host's (no step can run there:
     there is no emulation here), else None."""
@@ -68,7 +60,7 @@ def foreign_platform(config: dict[str, Any]) -> oci.Platform | None:
     )
     host = oci.Platform.host()
     any_variant = oci.Platform(host.os, host.architecture)
-    if not platform.architecture or same_platform(platform, any_variant):
+    if not platform.architecture or platform.serves(any_variant):
         return None
     return platform.normalized()
 

@@ -26,7 +26,6 @@ from imgtool.builder.common import (
     _timestamp,
     decode_text,
     read_in_context,
-    same_platform,
 )
 from imgtool.builder.sourcetree import Comps, Root
 from imgtool.containerfile import dockerignore
@@ -142,7 +141,7 @@ class BuildSession:
             if self.opts.pull:
                 raise ImageNotFound(name)
             found = self.store.image(name, platform)
-            if platform is None or same_platform(found.config.platform, platform):
+            if platform is None or found.config.platform.serves(platform):
                 return found
         except ImageNotFound:
             pass
@@ -209,8 +208,11 @@ class BuildSession:
         found = self.cache.lookup(key)
         assert self.explainer is not None
         line = t.source.line
-        text = self.explainer.explain(ctx.stage.name, line, inputs, found, self.cache.searched())
-        if self.opts.explain_cache:
+        say = self.opts.explain_cache
+        text = self.explainer.explain(
+            ctx.stage.name, line, inputs, found, self.cache.searched(), say
+        )
+        if say:
             self.say(text)
         return found.layer
 

@@ -45,12 +45,7 @@ from imgtool.registry.options import (  # re-exported: the names callers have al
     TransportOptions,
     tls_context,
 )
-from imgtool.registry.options import (
-    has_port as _has_port,
-)
-from imgtool.registry.options import (
-    is_local as _is_local,
-)
+from imgtool.registry.options import schemes as _schemes_for
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -179,14 +174,7 @@ class RegistryClient:
             return self._creds
 
     def _schemes(self) -> list[str]:
-        """HTTPS; plain HTTP too for localhost and insecure registries. On an explicit port,
-        which speaks one or the other, plain is asked first: a TLS port refuses a plain
-        request at once, and a plain registry then never needs a TLS context."""
-        if not (self.options.insecure or _is_local(self.host)):
-            return ["https"]
-        if _has_port(self.host):
-            return ["http", "https"]
-        return ["https", "http"]
+        return _schemes_for(self.host, self.options.insecure)
 
     def ping(self) -> None:
         """GET /v2/: pick the scheme and learn the auth challenge. Fails fast when nobody

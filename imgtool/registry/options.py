@@ -52,6 +52,18 @@ def has_port(host: str) -> bool:
     return not host.endswith("]") and ":" in host.rsplit("]", 1)[-1]
 
 
+def schemes(host: str, insecure: bool) -> list[str]:
+    """The schemes to try, in order: HTTPS; plain HTTP too for localhost and insecure
+    registries. On an explicit port, which speaks one or the other, plain is asked first: a
+    TLS port refuses a plain request at once, and a plain registry then never needs a TLS
+    context. (The client and the lean re-pull HEAD both follow this one rule.)"""
+    if not (insecure or is_local(host)):
+        return ["https"]
+    if has_port(host):
+        return ["http", "https"]
+    return ["https", "http"]
+
+
 def certs_dirs(host: str, cert_dir: Path | None) -> list[Path]:
     if cert_dir is not None:
         return [cert_dir]

@@ -28,8 +28,7 @@ from imgtool.registry.options import (
     MAX_MANIFEST_BYTES,
     USER_AGENT,
     TransportOptions,
-    has_port,
-    is_local,
+    schemes,
     tls_context,
 )
 
@@ -49,11 +48,9 @@ def scheme_for(host: str, options: TransportOptions) -> str | None:
     without a TLS context of its own making; None where the full client should decide."""
     if _proxied():
         return None
-    if not (options.insecure or is_local(host)):
-        return "https"
-    if has_port(host):
-        return "http"
-    return None  # https then http, or unverified TLS with its notice: the client's job
+    order = schemes(host, options.insecure)
+    # https then http (unverified TLS with its notice) is the client's job
+    return None if order == ["https", "http"] else order[0]
 
 
 def _proxied() -> bool:

@@ -114,7 +114,9 @@ def test_https_trusts_what_the_client_trusts(
     tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, isolated_env: Path
 ) -> None:
     host, ca = tls_server
-    monkeypatch.setattr(quickhead, "is_local", lambda h: False)  # a remote host: HTTPS only
+    from imgtool.registry import options
+
+    monkeypatch.setattr(options, "is_local", lambda h: False)  # a remote host: HTTPS only
     opts = TransportOptions()
     assert quickhead.head_manifest(host, "a/b", "1", opts) is None  # CA unknown: the client's
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the system trust store, as skopeo takes it
