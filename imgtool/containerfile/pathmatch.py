@@ -33,28 +33,52 @@ def has_wildcards(text: str) -> bool:
 
 
 def match_component(pattern: str, name: str) -> bool:
-    """Go's path.Match of one name (no '/' in it); a malformed pattern matches nothing."""
-    compiled = _compiled(pattern)
-    return compiled is not None and compiled.fullmatch(name) is not None
+    """Go's path.Match of one name (no '/' in it); a malformed pattern matches nothing.
+    Linear in the name for each star, as Go's: a regex would backtrack exponentially on
+    patterns like `*a*a*a*a*b`, and patterns come from strangers' Containerfiles."""
+    tokens = _tokens(pattern)
+    if tokens is None:
+        return False
+    # the classic wildcard walk: on a mismatch, let the last star take one more character
+    t = n = 0
+    star_t, star_n = -1, 0
+    while n < len(name):
+        more = t < len(tokens)
+        tok = tokens[t] if more else None
+        if more and tok is None:  # a star: first try it empty
+            star_t, star_n = t, n
+            t += 1
+        elif tok is not None and tok.fullmatch(name[n]):
+            t += 1
+            n += 1
+        elif star_t >= 0 and name[star_n] != "/":  # a star never takes a '/'
+            star_n += 1
+            t, n = star_t + 1, star_n
+        else:
+            return False
+    return all(tok is None for tok in tokens[t:])
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str] | None:
+def _tokens(pattern: str) -> tuple[re.Pattern[str] | None, ...] | None:
+    """The pattern as single-character matchers, None for each `*`; None if malformed."""
     try:
-        return re.compile(component_regex(pattern), re.S)
+        return tuple(None if rx == "*" else re.compile(rx, re.S) for rx in _token_regexes(pattern))
     except PatternError:
         return None
 
 
-def component_regex(pattern: str) -> str:
-    """The regular expression of a pattern for one component. Raises PatternError where Go's
-    path.Match says ErrBadPattern."""
+def _token_regexes(pattern: str) -> list[str]:
+    """One regex per character the pattern matches ('*' for a star). Raises PatternError
+    where Go's path.Match says ErrBadPattern."""
     check_syntax(pattern)
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while i < len(pattern):
         ch = pattern[i]
         if ch == "*":
-            out.append("[^/]*")
+            if not out or out[-1] != "*":  # a run of stars is one star
+                out.append("*")
         elif ch == "?":
             out.append("[^/]")
         elif ch == "\\":
@@ -67,7 +91,7 @@ def component_regex(pattern: str) -> str:
         else:
             out.append(re.escape(ch))
         i += 1
-    return "".join(out)
+    return out
 
 
 def _class_regex(pattern: str, i: int) -> tuple[str, int]:

@@ -67,6 +67,9 @@ def byte_size(text: str) -> int:
     if m is None:
         raise ValueError(f"{text!r} is not a size (e.g. 64m)")
     try:  # float() of a huge number is inf, which int() refuses
-        return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+        size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
     except OverflowError:
         raise ValueError(f"{text!r} is too large") from None
+    if size >= 1 << 63:  # go-units' int64; the kernel reads a larger tmpfs size as no limit
+        raise ValueError(f"{text!r} is too large")
+    return size

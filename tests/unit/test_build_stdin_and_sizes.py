@@ -70,3 +70,11 @@ def test_a_size_with_more_digits_than_a_float_holds_is_refused_not_a_traceback()
 
     with pytest.raises(ValueError, match="too large"):
         byte_size("9" * 400)
+
+
+def test_a_size_beyond_int64_is_refused_not_taken_as_no_limit() -> None:
+    from imgtool.containerfile.values import byte_size
+
+    with pytest.raises(ValueError, match="too large"):
+        byte_size("99999999999999999999999999999p")
+    assert byte_size("7p") == 7 << 50  # within int64: kept
