@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from imgtool import oci
-from imgtool import reference as refs
 from imgtool.buildcache import artifact, mounts
-from imgtool.buildcache.importer import ImportedCache
+from imgtool.buildcache.importer import ImportedCache, place_of
 from imgtool.buildcache.places import (
     LayoutPlace,
     LayoutTarget,
@@ -87,9 +85,9 @@ def _target(
     transport: TransportOptions | None,
     progress: Callback,
 ) -> Target:
-    if spec.type == "local":
-        return LayoutTarget(store, LayoutPlace(Path(spec.location)))
-    place = RegistryPlace(refs.parse(spec.location), transport or TransportOptions())
+    place = place_of(spec, transport)
+    if isinstance(place, LayoutPlace):
+        return LayoutTarget(store, place)
     return RegistryTarget(store, place, _mount_from(place, sources), progress)
 
 

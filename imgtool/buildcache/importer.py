@@ -61,7 +61,9 @@ class ImportedCache:
         return list(self.index.mounts)
 
 
-def place_of(spec: CacheSpec, transport: TransportOptions | None = None) -> Origin:
+def place_of(
+    spec: CacheSpec, transport: TransportOptions | None = None
+) -> RegistryPlace | LayoutPlace:
     if spec.type == "registry":
         return RegistryPlace(refs.parse(spec.location), transport or TransportOptions())
     return LayoutPlace(Path(spec.location))

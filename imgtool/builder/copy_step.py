@@ -314,11 +314,12 @@ def _pivot(src: str) -> str:
 
 
 def _is_archive(f: BinaryIO) -> bool:
+    from imgtool import compression
+    from imgtool.builder.stdincontext import is_tar
+
     head = f.read(512 + 8)
     f.seek(0)
-    if head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd":
-        return True
-    if len(head) >= 262 and head[257:262] == b"ustar":
+    if compression.sniff(head) != "none" or is_tar(head):
         return True
     import tarfile  # ADD of a file that may be an archive: rare, and tarfile is large
 
