@@ -184,19 +184,17 @@ class BuildSession:
         from imgtool import compression  # what makes layers: only when a step runs
         from imgtool.layer.diff import write_layer
 
-        tar_path = self.work / f"layer.{threading.get_ident()}.{time.monotonic_ns()}.tar"
-        with open(tar_path, "wb") as f:
-            lt = write_layer(root, f, self.epoch, skip)
-        packed = tar_path.with_suffix(".packed")
-        with open(tar_path, "rb") as src, open(packed, "wb") as dst:
-            w = compression.compressing_writer(dst, self.opts.compression)  # type: ignore[arg-type]
-            while chunk := src.read(1 << 20):
-                w.write(chunk)
-            w.close()
-        with open(packed, "rb") as f:
-            digest, size = self.store.write_blob_from(f)
-        tar_path.unlink()
-        packed.unlink()
+        # the tar is compressed as it is written: one temporary file, not two
+        packed = self.work / f"layer.{threading.get_ident()}.{time.monotonic_ns()}.packed"
+        try:
+            with open(packed, "wb") as dst:
+                w = compression.compressing_writer(dst, self.opts.compression)  # type: ignore[arg-type]
+                lt = write_layer(root, w, self.epoch, skip)  # type: ignore[arg-type]
+                w.close()
+            with open(packed, "rb") as f:
+                digest, size = self.store.write_blob_from(f)
+        finally:
+            packed.unlink(missing_ok=True)
         media = mt.OCI_LAYER_ZSTD if self.opts.compression == "zstd" else mt.OCI_LAYER_GZIP
         return Layer(digest, size, media, lt.diff_id, _timestamp(self.epoch))
 
