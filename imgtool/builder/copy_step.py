@@ -257,8 +257,8 @@ class CopyStep:
         link = sourcetree.escaping_link(root.fd, path)
         if link is not None:
             why = (
-                f": the symlink {link[0]!r} points to {link[1]!r}, which is resolved inside"
-                f" {root.label}"
+                f": the symlink {link[0]!r} points to {link[1]!r}, outside {root.label}"
+                " (a link is followed inside the tree it is in, as BuildKit does)"
             )
         return ContainerfileError(
             f"{inst.keyword.upper()} failed: {src!r} not found in {root.label}{why}",

@@ -106,6 +106,7 @@ def test_copy_never_follows_a_context_symlink_to_the_host(
     assert r.code == 1, r.err
     assert _one_line_naming(r.err, link), r.err
     assert "not found in the build context" in r.err
+    assert "outside the build context (a link is followed inside the tree" in r.err, r.err
     assert not _leaked(store, secret)
     if BUILDAH:
         assert not _buildah_builds(ctx)  # Docker's behaviour: refused there too
