@@ -130,6 +130,9 @@ class _Mount:
     key: str
     copy_of: tuple[Root, Comps] | None = None  # rw binds get a copy: their writes are dropped
     size: int = 0  # a tmpfs's size in bytes; 0: the kernel's default
+    # a bind of a stage or an image: (from, source, readwrite), made into a tree only when the
+    # step runs (its key says what the stage or image is: a cache hit flattens nothing)
+    deferred: tuple[str, str, bool] | None = None
 
 
 @dataclass

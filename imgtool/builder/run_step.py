@@ -126,8 +126,19 @@ class RunStep:
             size = _byte_size(spec.get("size", "0"))
             return _Mount("tmpfs", target, "", False, str(size), size=size)
         frm = spec.get("from")
-        root = self.s.source_root(ctx, frm) if frm else self.s.context
-        return self._bind(target, root, spec.get("source") or ".", spec.is_true("readwrite"))
+        source, writable = spec.get("source") or ".", spec.is_true("readwrite")
+        if frm:
+            key = _key(self.s.source_key(ctx, frm), "mount", source)
+            return _Mount("bind", target, "", not writable, key, deferred=(frm, source, writable))
+        return self._bind(target, self.s.context, source, writable)
+
+    def _made(self, m: _Mount, ctx: _StageContext) -> _Mount:
+        """A deferred bind of a stage or an image, now that the step runs: its tree made
+        (once per build) and the source resolved inside it; the key stays."""
+        if m.deferred is None:
+            return m
+        frm, source, writable = m.deferred
+        return self._bind(m.target, self.s.source_root(ctx, frm), source, writable, m.key)
 
     def _ssh_mount(self, spec: MountSpec, target: str) -> _Mount:
         """An ssh agent's socket that --ssh forwarded, bound where the step finds it; the
@@ -147,7 +158,7 @@ class RunStep:
         key = Digest.of(sid.encode()).encoded  # the id, never the socket's path
         return _Mount("ssh", target, str(sock), True, key)
 
-    def _bind(self, target: str, root: Root, source: str, writable: bool) -> _Mount:
+    def _bind(self, target: str, root: Root, source: str, writable: bool, key: str = "") -> _Mount:
         """A bind mount of the context or of a stage. The step sees a copy, not the tree
         itself, when it may write (BuildKit drops those writes; the context is not the step's
         to change) and when .dockerignore leaves something out (what the context does not
@@ -163,7 +174,7 @@ class RunStep:
                     return True
                 return False
 
-        digest = sourcetree.tree_digest(root.fd, comps, skip)
+        digest = key or sourcetree.tree_digest(root.fd, comps, skip)
         if writable or left_out:
             return _Mount("bind", target, "", not writable, digest, (root, comps))
         return _Mount("bind", target, root.host_path(comps), True, digest)
@@ -179,7 +190,8 @@ class RunStep:
         except (FileNotFoundError, NotADirectoryError):
             link = sourcetree.escaping_link(root.fd, source)
             why = (
-                f": the symlink {link[0]!r} points to {link[1]!r}, which is resolved inside it"
+                f": the symlink {link[0]!r} points to {link[1]!r}, outside it (a link is"
+                " followed inside the tree it is in)"
                 if link
                 else ""
             )
@@ -198,6 +210,7 @@ class RunStep:
         mounts: list[_Mount],
     ) -> Layer:
         cfg = state.config["config"]
+        mounts = [self._made(m, ctx) for m in mounts]
         lowers = self.s.lower_names(state)
         step = Path(tempfile.mkdtemp(prefix="run.", dir=self.s.work))
         for d in ("upper", "work", "rootfs", "etc", "mounts"):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from imgtool import mediatypes as mt
 from imgtool import oci
 from imgtool.builder import workspace
-from imgtool.builder.cache import Explainer, StepCache
+from imgtool.builder.cache import Explainer, StepCache, _key
 from imgtool.builder.common import (
     BuildOptions,
     ImageState,
@@ -150,6 +150,14 @@ class BuildSession:
         self.say(f"pulling {name}" + (f" ({platform})" if platform else ""))
         result = pull(name, self.store, PullOptions(platform=platform))
         return self.store.image(result.name, platform)
+
+    def source_key(self, ctx: _StageContext, frm: str) -> str:
+        """What a stage's or an image's tree is, as a cache key: its content follows from it
+        (a stage's key chains every input of its steps; an image's is its manifest digest)."""
+        ref = ctx.plan.stage_named(frm, ctx.stage.index)
+        if ref is not None:
+            return self.results[ref.index].key
+        return _key("image", self.image(frm).manifest.digest)
 
     def source_root(self, ctx: _StageContext, frm: str) -> Root:
         """A stage's or an image's filesystem, flattened once per build into the work dir."""

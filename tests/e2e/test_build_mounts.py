@@ -186,3 +186,37 @@ def test_ssh_mount_forwards_the_agent_socket(hub: Registry, store: Store, tmp_pa
         assert r.code != 0 and "ssh 'default' is required: give --ssh default=" in r.err, r.err
     finally:
         agent.close()
+
+
+def test_a_mount_from_a_stage_is_keyed_by_the_stage_and_made_only_when_the_step_runs(
+    hub: Registry, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fully cached rebuild flattens no stage for RUN --mount=from=…; a change in what the
+    stage holds runs the step again."""
+    from imgtool.builder import BuildOptions, build
+    from imgtool.builder.session import BuildSession
+
+    ctx = _context(
+        tmp_path,
+        "FROM busybox AS tools\nCOPY v.txt /tool.txt\n"
+        "FROM busybox\n"
+        "RUN --mount=type=bind,from=tools,source=/tool.txt,target=/t.txt cat /t.txt > /b.txt\n",
+    )
+    (ctx / "v.txt").write_text("one\n")
+    flattened: list[str] = []
+    made = BuildSession.source_root
+
+    def counting(self: BuildSession, ctx_: object, frm: str) -> object:
+        flattened.append(frm)
+        return made(self, ctx_, frm)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BuildSession, "source_root", counting)
+
+    def built() -> str:
+        build(store, BuildOptions(context=ctx, tags=["frommount:1"], output=lambda _: None))
+        return imgtool("run", "--rm", "frommount:1", "cat", "/b.txt").out
+
+    assert built() == "one\n" and flattened == ["tools"]
+    assert built() == "one\n" and flattened == ["tools"]  # all cached: nothing flattened
+    (ctx / "v.txt").write_text("two\n")
+    assert built() == "two\n" and flattened == ["tools", "tools"]
