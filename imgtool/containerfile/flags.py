@@ -99,7 +99,8 @@ class MountSpec:
     options: tuple[tuple[str, str], ...]
 
     def get(self, key: str, default: str = "") -> str:
-        return next((v for k, v in self.options if k == key), default)
+        # a repeated key: the last one counts, as in BuildKit's (and `type`'s here)
+        return next((v for k, v in reversed(self.options) if k == key), default)
 
     @property
     def target(self) -> str:

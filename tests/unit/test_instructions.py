@@ -109,6 +109,15 @@ def test_flags_and_values_are_typed() -> None:
     assert isinstance(onbuild, ins.Onbuild) and isinstance(onbuild.instruction, ins.Copy)
 
 
+def test_a_repeated_mount_key_takes_the_last_value_as_buildkit_does() -> None:
+    run = one("RUN --mount=type=cache,type=tmpfs,target=/a,size=8m,target=/b,size=1k true")
+    assert isinstance(run, ins.Run)
+    (mount,) = run.mounts
+    assert (mount.kind, mount.target, mount.get("size")) == ("tmpfs", "/b", "1k")
+    with pytest.raises(ContainerfileError, match="size"):
+        one("RUN --mount=type=tmpfs,target=/a,size=1k,size=lots true")  # the last is checked
+
+
 def test_invalid_json_is_the_shell_form() -> None:
     """As BuildKit does for HEALTHCHECK too (it used to be an error here)."""
     health = one('HEALTHCHECK CMD ["true"')
