@@ -7,8 +7,10 @@ name and mtime 0, so the same tar always gives the same blob.
 from __future__ import annotations
 
 import gzip
+import importlib
 import io
 import zlib
+from types import ModuleType
 from typing import BinaryIO, Literal
 
 # zstandard (~5 ms to import) is imported where a zstd stream is read or written: most layers,
@@ -19,6 +21,7 @@ Compression = Literal["gzip", "zstd", "none"]
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1 << 20
+WBITS_GZIP = 16 + zlib.MAX_WBITS  # a gzip header and trailer (CRC, length) around deflate
 
 
 def sniff(head: bytes) -> Compression:
@@ -61,13 +64,78 @@ def open_decompressed(src: BinaryIO, compression: Compression | None = None) -> 
         compression = sniff(head)
         src = io.BufferedReader(Peeked(head, src), CHUNK)
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[return-value]
+        return GzipReader(src)  # type: ignore[return-value]
     if compression == "zstd":
         import zstandard
 
         dctx = zstandard.ZstdDecompressor()
         return dctx.stream_reader(src, read_across_frames=True, closefd=False)
     return src
+
+
+def _inflate() -> tuple[ModuleType, tuple[type[Exception], ...]]:
+    """The gzip decoder and the errors it raises: python-isal's when it is installed (it
+    inflates a layer in half zlib's time), else zlib."""
+    try:
+        isal_zlib = importlib.import_module("isal.isal_zlib")  # optional: no stubs either
+    except ImportError:
+        return zlib, (zlib.error,)
+    return isal_zlib, (isal_zlib.error, zlib.error)
+
+
+class GzipReader:
+    """A gzip stream's uncompressed bytes: members one after another, zero padding between or
+    after them skipped (what `gzip.GzipFile` reads). The decoder checks each member's CRC and
+    length itself, and keeps the GIL released while it inflates, so a thread reading this
+    leaves the others running. A corrupt stream raises `gzip.BadGzipFile`, a truncated one
+    EOFError, as `gzip.GzipFile` does."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+        self._codec, self._errors = _inflate()
+        self._decoder = self._codec.decompressobj(WBITS_GZIP)
+        self._pending = b""  # compressed bytes read but not given to the decoder yet
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while chunk := self.read(CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        while n and not self._ended:
+            if self._decoder.eof and not self._next_member():
+                break
+            data = self._pending or self._src.read(CHUNK)
+            if not data:
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            try:
+                out = self._decoder.decompress(data, n)  # at most n: no gzip bomb in memory
+            except self._errors as e:
+                raise gzip.BadGzipFile(f"corrupt gzip stream: {e}") from None
+            self._pending = self._decoder.unconsumed_tail
+            if out:
+                return out
+        return b""
+
+    def _next_member(self) -> bool:
+        """After a member's end: start the next one; False at the end of the stream."""
+        rest = self._decoder.unused_data.lstrip(b"\0")
+        while not rest:
+            more = self._src.read(CHUNK)
+            if not more:
+                self._ended = True
+                return False
+            rest = more.lstrip(b"\0")
+        self._decoder = self._codec.decompressobj(WBITS_GZIP)
+        self._pending = rest
+        return True
+
+    def close(self) -> None:
+        pass
 
 
 class GzipWriter:

@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class IngestFile(Protocol):
+        """What `store.Ingest` offers the download: the part the arrival wraps."""
+
+        offset: int
+
+        def write(self, data: bytes) -> None: ...
+
+        def restart(self) -> None: ...
+
+        def reader_fd(self) -> int: ...
+
 
 READ_MAX = 1 << 20
-
-
-class IngestFile(Protocol):
-    """What `store.Ingest` offers the download: the part the arrival wraps."""
-
-    offset: int
-
-    def write(self, data: bytes) -> None: ...
-
-    def restart(self) -> None: ...
-
-    def reader_fd(self) -> int: ...
 
 
 class Arrival:

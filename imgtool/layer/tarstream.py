@@ -83,17 +83,28 @@ def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
+_NUMBERS: dict[bytes, int] = {}  # raw field -> value: modes, owners, times repeat in a layer
+_NUMBERS_MAX = 4096
+
+
 def _number(raw: bytes, what: str) -> int:
     """A numeric header field: octal text, or base-256 (a first byte of 0x80 or 0xff)."""
+    n = _NUMBERS.get(raw)
+    if n is not None:
+        return n
     if raw[:1] in (b"\x80", b"\xff"):
         n = int.from_bytes(raw[1:], "big")
         return n - (256 ** (len(raw) - 1)) if raw[0] == 0xFF else n
     text = raw.split(b"\0", 1)[0].strip()
     if not text:
-        return 0
-    if not text.isdigit() or b"8" in text or b"9" in text:
+        n = 0
+    elif not text.isdigit() or b"8" in text or b"9" in text:
         raise _invalid(f"bad {what} field {text[:16]!r}")
-    return int(text, 8)
+    else:
+        n = int(text, 8)
+    if len(_NUMBERS) < _NUMBERS_MAX:
+        _NUMBERS[raw] = n
+    return n
 
 
 def _checksum_ok(block: bytes, recorded: int) -> bool:

@@ -27,15 +27,24 @@ import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
 
 from imgtool import inroot
 from imgtool import mediatypes as mt
 from imgtool.digest import Digest
 from imgtool.errors import ImgtoolError, LayerError
-from imgtool.layer.arriving import Arrival
 from imgtool.store import Store, StoredImage
 from imgtool.verify import VerifyingReader
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (nor threading)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from imgtool.layer.arriving import Arrival
+
+    class _PackedStream(Protocol):
+        def read(self, n: int = -1, /) -> bytes: ...
+        def drain(self) -> None: ...
+
 
 SHORT_ID_LEN = 12
 
@@ -181,6 +190,8 @@ class LayerStore:
         try:
             if tmp.exists():
                 _rmtree(tmp)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            _mark_top_dir(tmp.parent)
             (tmp / "diff").mkdir(parents=True)
             fill(tmp / "diff", "overlay", lowers)
             final = self.path(key)
@@ -232,11 +243,6 @@ def _apply_arriving(
         raise
 
 
-class _PackedStream(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
-    def drain(self) -> None: ...
-
-
 def _apply_stream(
     packed: _PackedStream,
     media_type: str,
@@ -248,9 +254,11 @@ def _apply_stream(
 ) -> None:
     """Decompress a layer's packed stream, check the tar against its diff_id while applying
     it, then drain both: tar writers leave padding after the end-of-archive blocks, and the
-    packed stream is verified only at its end."""
+    packed stream is verified only at its end. Reading, decompressing and hashing run in a
+    thread of their own (`ReadAhead`), beside the applier."""
     from imgtool import compression  # zstandard: only when a layer is unpacked
     from imgtool.layer.apply import apply_layer
+    from imgtool.layer.readahead import ReadAhead
 
     kind = mt.layer_compression(media_type)
     codec = None if kind == "unknown" else kind
@@ -260,9 +268,37 @@ def _apply_stream(
         None,
         f"{what} (uncompressed, diff_id)",
     )
-    apply_layer(plain, dest, fmt, lowers)  # type: ignore[arg-type]
-    plain.drain()
+    with ReadAhead(plain) as ahead:
+        apply_layer(ahead, dest, fmt, lowers)  # type: ignore[arg-type]
+        ahead.drain()  # to the end of `plain`: its diff_id checked
     packed.drain()
+
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_TOPDIR_FL = 0x00020000
+
+
+def _mark_top_dir(path: Path) -> None:
+    """Mark the directory where layers are unpacked as a top of directory hierarchies (ext4's
+    `chattr +T`): its children, one per layer being unpacked, then get block groups of their
+    own with free inodes and blocks (the Orlov allocator), not the group of the store's.
+    There, on an ext4 without a journal, a tree deleted in the last minutes made every file
+    creation scan the deleted inodes (`recently_deleted`): a layer took 4x as long to unpack.
+    A placement hint only: where the file system refuses it, nothing changes."""
+    import array  # only here: layers are unpacked by few commands
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        if not flags[0] & FS_TOPDIR_FL:
+            flags[0] |= FS_TOPDIR_FL
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _first_missing(path: Path) -> Path | None:
