@@ -1,28 +1,25 @@
 """A client of the distribution API v2 (the OCI distribution spec) for one registry host.
 
 It owns the transport: scheme choice (HTTPS; plain HTTP only for localhost or an insecure
-registry), one persistent session per registry, the system's trust store plus CA and client
-certificates from certs.d, auth (bearer tokens per scope, refreshed on 401; Basic), retries
-with backoff on 429/5xx/resets honouring Retry-After, redirects that never carry the
-Authorization header to another host, resumable blob downloads (HTTP Range), and size limits
-on what is read into memory (manifests, configs).
+registry), persistent connections per registry (plain HTTP over `plainhttp`, without
+loading requests; HTTPS, proxies and token servers over requests), the system's trust store
+plus CA and client certificates from certs.d, auth (bearer tokens per scope, refreshed on
+401; Basic), retries with backoff on 429/5xx/resets honouring Retry-After, redirects that
+never carry the Authorization header to another host, resumable blob downloads (HTTP
+Range), and size limits on what is read into memory (manifests, configs).
 """
 
 from __future__ import annotations
 
 import hashlib
-import ssl
+import os
+import sys
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
-
-import requests
-import requests.adapters
-import urllib3.exceptions
 
 from imgtool import mediatypes as mt
 from imgtool.errors import (
@@ -31,6 +28,7 @@ from imgtool.errors import (
     NotFound,
     RegistryError,
     RegistryUnavailable,
+    SizeMismatch,
     SpecError,
     TooManyRequests,
 )
@@ -43,13 +41,19 @@ from imgtool.registry.options import (  # re-exported: the names callers have al
     MAX_MANIFEST_BYTES,
     USER_AGENT,
     TransportOptions,
-    tls_context,
 )
 from imgtool.registry.options import schemes as _schemes_for
+from imgtool.registry.plainhttp import PlainSession, TransportError
+
+if TYPE_CHECKING:
+    import requests
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
-CHUNK = 1 << 16  # small enough that an interrupted download keeps most of what came
+# A blob's body is handed on up to this much at a time: few Python round trips per byte
+# (hashing releases the GIL above 2 KiB). plainhttp hands on what has arrived, so a cut
+# download keeps all of it; requests waits for the whole chunk, so up to this much is lost.
+CHUNK = 1 << 20
 DISCARD_LIMIT = 64 << 10  # error and redirect bodies up to this are read to keep the connection
 
 
@@ -70,51 +74,81 @@ class ManifestInfo:
     raw: bytes = b""
 
 
+class _Body(Protocol):
+    def read(self, amt: int | None = ..., decode_content: bool = ...) -> bytes: ...
+
+
+class Response(Protocol):
+    """What the client reads of an answer: requests' Response, or plainhttp's."""
+
+    status_code: int
+    url: str
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def raw(self) -> _Body: ...
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]: ...
+
+    def json(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+_PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def _plain(url: str) -> bool:
+    """Sent over plainhttp: plain HTTP that requests would not send through a proxy."""
+    return url.startswith("http://") and not any(os.environ.get(v) for v in _PROXY_VARIABLES)
+
+
+def _errors(requests_class: str) -> tuple[type[Exception], ...]:
+    """plainhttp's error, and requests' `requests_class` once requests is loaded (none of
+    requests' errors can be raised before)."""
+    loaded = sys.modules.get("requests")
+    if loaded is None:
+        return (TransportError,)
+    return (TransportError, getattr(loaded.exceptions, requests_class))
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """What a request raises when it got no (whole) answer."""
+    return _errors("RequestException")
+
+
+def _connection_errors() -> tuple[type[Exception], ...]:
+    return _errors("ConnectionError")
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    """What reading a body raises when the connection fails under it."""
+    loaded = sys.modules.get("urllib3")
+    return (OSError,) if loaded is None else (OSError, loaded.exceptions.HTTPError)
+
+
+def _tls_failed(e: BaseException) -> bool:
+    loaded = sys.modules.get("requests")
+    return loaded is not None and isinstance(e, loaded.exceptions.SSLError)
+
+
 def _redact(url: str) -> str:
     """Drop query strings: upload URLs and redirect targets carry signatures and state."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def _is_registry_answer(resp: requests.Response) -> bool:
+def _is_registry_answer(resp: Response) -> bool:
     """What a registry answers on /v2/: OK, a challenge, or its API version header."""
     return resp.status_code in (200, 401) or "Docker-Distribution-API-Version" in resp.headers
 
 
-class _Transport(requests.adapters.HTTPAdapter):
-    """requests' adapter with the registry's own TLS context instead of certifi's bundle. The
-    context is made on the first HTTPS connection, so a plain-HTTP registry never pays for
-    one, and it carries the CAs and the client certificate: nothing is loaded per connection."""
-
-    def __init__(self, host: str, options: TransportOptions) -> None:
-        self._host = host
-        self._options = options
-        self._context: ssl.SSLContext | None = None
-        self._context_lock = threading.Lock()
-        super().__init__(pool_connections=4, pool_maxsize=16)
-
-    def context(self) -> ssl.SSLContext:
-        with self._context_lock:
-            if self._context is None:
-                self._context = tls_context(self._host, self._options)
-            return self._context
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> Any:  # (host parameters, pool keyword arguments): TypedDicts of types-requests
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify)
-        if host_params["scheme"] == "https":
-            pool_kwargs = {"cert_reqs": pool_kwargs["cert_reqs"], "ssl_context": self.context()}
-        return host_params, pool_kwargs
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        # the context holds trust and client certificate; requests would add certifi's bundle
-        https = url.lower().startswith("https")
-        conn.cert_reqs = "CERT_REQUIRED" if https and verify else "CERT_NONE"
-        conn.ca_certs = conn.ca_cert_dir = None
-
-
-def _registry_codes(resp: requests.Response) -> tuple[tuple[str, ...], str]:
+def _registry_codes(resp: Response) -> tuple[tuple[str, ...], str]:
     try:
         errors = resp.json().get("errors") or []
         codes = tuple(str(e.get("code", "")) for e in errors)
@@ -124,7 +158,7 @@ def _registry_codes(resp: requests.Response) -> tuple[tuple[str, ...], str]:
         return (), ""
 
 
-def _retry_after(resp: requests.Response, default: float, cap: float) -> float:
+def _retry_after(resp: Response, default: float, cap: float) -> float:
     value = resp.headers.get("Retry-After")
     if not value:
         return default
@@ -144,21 +178,57 @@ class RegistryClient:
     def __init__(self, host: str, options: TransportOptions | None = None) -> None:
         self.host = host
         self.options = options or TransportOptions()
-        self.session = requests.Session()
-        adapter = _Transport(host, self.options)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        self.session.headers["User-Agent"] = USER_AGENT
+        self.plain = PlainSession(USER_AGENT)
+        self._session: requests.Session | None = None
         self.verify = not self.options.insecure
-        if self.options.insecure:
-            # urllib3 warns on every request; the notice below says it once
-            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.base_url = ""
         self.challenge: Challenge | None = None
         self.tokens = TokenCache()
         self._creds: creds_mod.Credentials | None = None
         self._creds_loaded = False
         self._lock = threading.Lock()
+
+    # --- transports --------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        """requests' session, for HTTPS, proxies and token servers: loaded on first use."""
+        with self._lock:
+            if self._session is None:
+                from imgtool.registry.httpsession import make_session
+
+                self._session = make_session(self.host, self.options)
+            return self._session
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        data: bytes | BinaryIO | None,
+        stream: bool,
+        redirects: bool = False,
+    ) -> Response:
+        """One request, no retries: over plainhttp where it can go (see `_plain`), else
+        requests. `redirects`: followed (requests does; a plain answer that redirects is
+        asked again through requests)."""
+        if _plain(url):
+            resp = self.plain.request(
+                method, url, headers=headers, data=data, stream=stream, timeout=self.options.timeout
+            )
+            if not (redirects and resp.status_code in REDIRECTS):
+                return resp
+            _discard(resp)
+        return self.session.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            stream=stream,
+            allow_redirects=redirects,
+            verify=self.verify,
+            timeout=self.options.timeout,
+        )
 
     # --- credentials and ping --------------------------------------------------------------
 
@@ -183,13 +253,13 @@ class RegistryClient:
             return
         schemes = self._schemes()
         last: Exception | None = None
-        not_a_registry: tuple[str, requests.Response] | None = None
+        not_a_registry: tuple[str, Response] | None = None
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
                 resp = self._ping_with_retries(url)
-            except requests.exceptions.SSLError as e:
-                if "http" in schemes and _speaks_plain_http(e):
+            except _transport_errors() as e:
+                if not _tls_failed(e) or ("http" in schemes and _speaks_plain_http(e)):
                     last = e
                     continue
                 raise RegistryUnavailable(
@@ -198,9 +268,6 @@ class RegistryClient:
                     method="GET",
                     url=url,
                 ) from None
-            except requests.exceptions.RequestException as e:
-                last = e
-                continue
             if scheme != schemes[-1] and not _is_registry_answer(resp):
                 not_a_registry = (url, resp)  # a TLS port refusing plain HTTP, most likely
                 continue
@@ -214,7 +281,7 @@ class RegistryClient:
             url=f"https://{self.host}/v2/",
         )
 
-    def _use(self, scheme: str, url: str, resp: requests.Response) -> None:
+    def _use(self, scheme: str, url: str, resp: Response) -> None:
         """Take the ping's answer: the challenge, or why this is no registry."""
         if resp.status_code == 401:
             self.challenge = _pick_challenge(resp)
@@ -241,7 +308,7 @@ class RegistryClient:
         headers: dict[str, str] | None,
         query: dict[str, str] | None,
         stream: bool,
-    ) -> requests.Response | None:
+    ) -> Response | None:
         """The first request to a registry asked for plain HTTP first (localhost or insecure,
         on an explicit port), sent without the ping: when the registry answers it as one,
         anonymously, it is the answer and `/v2/` is never asked (a re-pull is one HEAD, as
@@ -258,7 +325,7 @@ class RegistryClient:
             url += "?" + urlencode(query)
         try:
             resp = self._follow(method, url, dict(headers or {}), None, stream)
-        except requests.exceptions.RequestException:
+        except _transport_errors():
             return None
         if resp.status_code in (200, 404) and "Docker-Distribution-API-Version" in resp.headers:
             self.base_url = f"http://{self.host}"
@@ -266,7 +333,7 @@ class RegistryClient:
         _discard(resp)
         return None
 
-    def _ping_with_retries(self, url: str) -> requests.Response:
+    def _ping_with_retries(self, url: str) -> Response:
         """A first connection error is raised at once (nobody there: try the next scheme);
         429 and 5xx are retried as any request. Once this scheme has answered, a connection
         error on a retry is transient and retried on it: falling through to the other
@@ -275,10 +342,10 @@ class RegistryClient:
         answered = False
         for attempt in range(self.options.retries + 1):
             try:
-                resp = self.session.get(url, verify=self.verify, timeout=self.options.timeout)
-            except requests.exceptions.ConnectionError as e:
+                resp = self._exchange("GET", url, {}, None, False, redirects=True)
+            except _connection_errors() as e:
                 last_try = attempt == self.options.retries
-                if not answered or last_try or isinstance(e, requests.exceptions.SSLError):
+                if not answered or last_try or _tls_failed(e):
                     raise
                 time.sleep(delay)
                 delay *= 2
@@ -362,11 +429,12 @@ class RegistryClient:
         return str(token), ttl
 
     def _token_request(self, method: str, url: str, **kw: Any) -> requests.Response:
+        session = self.session  # forms and query lists: requests' own encoding
         try:
-            return self.session.request(
+            return session.request(
                 method, url, verify=self.verify, timeout=self.options.timeout, **kw
             )
-        except requests.exceptions.RequestException as e:
+        except _transport_errors() as e:
             raise RegistryUnavailable(
                 f"cannot reach the token server {_redact(url)}: {_root_cause(e)}",
                 method=method,
@@ -386,7 +454,7 @@ class RegistryClient:
         body: bytes | Callable[[], BinaryIO] | None = None,
         stream: bool = False,
         query: dict[str, str] | None = None,
-    ) -> requests.Response:
+    ) -> Response:
         """Send with auth, retries and redirects; `path` is relative to the host or absolute
         (upload locations). Raises a RegistryError unless the status is in `ok`."""
         first = self._first_without_ping(method, path, headers, query, stream)
@@ -399,7 +467,7 @@ class RegistryClient:
         if query:
             url += ("&" if "?" in url else "?") + urlencode(query)
         wanted = merge_scopes(tuple(scopes))
-        resp: requests.Response | None = None
+        resp: Response | None = None
         for attempt in range(2):
             hdrs = dict(headers or {})
             auth = self._authorization(wanted)
@@ -429,7 +497,7 @@ class RegistryClient:
         headers: dict[str, str],
         body: bytes | Callable[[], BinaryIO] | None,
         stream: bool,
-    ) -> requests.Response:
+    ) -> Response:
         """One logical request: retried on resets, 429 and 5xx; redirects followed by hand so
         that credentials never travel to another host."""
         # Not urllib3.Retry: it re-sends the same body object, and an upload's stream,
@@ -441,8 +509,8 @@ class RegistryClient:
             last_try = attempt == opts.retries
             try:
                 resp = self._follow(method, url, headers, body, stream)
-            except requests.exceptions.RequestException as e:
-                if last_try or isinstance(e, requests.exceptions.SSLError):
+            except _transport_errors() as e:
+                if last_try or _tls_failed(e):
                     raise RegistryUnavailable(
                         f"{method} {_redact(url)} failed: {_root_cause(e)}",
                         method=method,
@@ -467,22 +535,13 @@ class RegistryClient:
         headers: dict[str, str],
         body: bytes | Callable[[], BinaryIO] | None,
         stream: bool,
-    ) -> requests.Response:
+    ) -> Response:
         origin = urlsplit(url).netloc
         hdrs = dict(headers)
         for _ in range(10):
             data = body() if callable(body) else body
             try:
-                resp = self.session.request(
-                    method,
-                    url,
-                    headers=hdrs,
-                    data=data,
-                    stream=stream,
-                    allow_redirects=False,
-                    verify=self.verify,
-                    timeout=self.options.timeout,
-                )
+                resp = self._exchange(method, url, hdrs, data, stream)
             finally:
                 if callable(body) and data is not None:
                     data.close()  # type: ignore[union-attr]
@@ -496,7 +555,7 @@ class RegistryClient:
                 method, body = "GET", None
         raise RegistryError(f"{method} {_redact(url)}: too many redirects", method=method, url=url)
 
-    def _error(self, method: str, url: str, resp: requests.Response) -> RegistryError:
+    def _error(self, method: str, url: str, resp: Response) -> RegistryError:
         codes, message = _registry_codes(resp)
         status = resp.status_code
         where = f"{method} {_redact(url)}"
@@ -532,7 +591,7 @@ class RegistryClient:
             )
         return RegistryError(f"{where}: {status} {detail}".rstrip(), **kw)
 
-    def _refusal(self, method: str, url: str, resp: requests.Response) -> tuple[str, str]:
+    def _refusal(self, method: str, url: str, resp: Response) -> tuple[str, str]:
         """Why a 401 stands after a fresh token: the token lacks an action on a repository
         (insufficient_scope), or the credentials themselves were refused; and the repository
         the reason names, if it names one."""
@@ -602,7 +661,7 @@ class RegistryClient:
             raise DigestMismatch(what, digest, actual, len(raw))
         return raw
 
-    def _read_limited(self, resp: requests.Response, limit: int, what: str) -> bytes:
+    def _read_limited(self, resp: Response, limit: int, what: str) -> bytes:
         """The body of a streamed response, refused once it passes `limit` bytes: never more
         than limit+1 of them are read (a registry could send gigabytes)."""
         try:
@@ -610,7 +669,9 @@ class RegistryClient:
             if declared > limit:
                 raise _too_big(what, self.host, declared, limit)
             data = resp.raw.read(limit + 1, decode_content=True)
-        except (urllib3.exceptions.HTTPError, OSError) as e:
+            if len(data) < declared:  # the connection ended first
+                raise ConnectionError(f"{len(data)} of {declared} bytes came")
+        except _read_errors() as e:
             raise RegistryUnavailable(
                 f"reading {what} from {self.host} failed: {_root_cause(e)}",
                 method="GET",
@@ -677,7 +738,7 @@ class RegistryClient:
                     if on_bytes:
                         on_bytes(len(chunk))
                 return
-            except (requests.exceptions.RequestException, ConnectionError) as e:
+            except _transport_errors() + _read_errors() as e:
                 failures += 1
                 if failures > self.options.retries:
                     raise RegistryUnavailable(
@@ -702,7 +763,7 @@ class RegistryClient:
             return None
         return self._location(resp)
 
-    def _location(self, resp: requests.Response) -> str:
+    def _location(self, resp: Response) -> str:
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryError(f"{self.host}: upload answer has no Location header")
@@ -739,7 +800,9 @@ class RegistryClient:
         with opener() as f:
             start = 0
             while start < size:
-                data = f.read(chunk)
+                data = f.read(min(chunk, size - start))
+                if not data:  # the source is shorter than its descriptor says
+                    raise SizeMismatch(f"blob {digest}", size, start)
                 end = start + len(data) - 1
                 resp = self.request(
                     "PATCH",
@@ -760,7 +823,7 @@ class RegistryClient:
         self.request("PUT", location, scopes, ok=(201,), body=b"", query={"digest": digest})
 
 
-def _pick_challenge(resp: requests.Response) -> Challenge | None:
+def _pick_challenge(resp: Response) -> Challenge | None:
     challenges = parse_challenges(resp.headers.get("WWW-Authenticate", ""))
     for scheme in ("bearer", "basic"):
         for c in challenges:
@@ -769,18 +832,18 @@ def _pick_challenge(resp: requests.Response) -> Challenge | None:
     return None
 
 
-def _discard(resp: requests.Response) -> None:
+def _discard(resp: Response) -> None:
     """Done with a response nobody reads (a retry, a redirect, a 416): a short body is read
     to its end, so that its connection goes back to the pool for the next request instead of
     being closed with it; a long one is dropped, connection and all."""
     try:
         resp.raw.read(DISCARD_LIMIT + 1, decode_content=False)
-    except (urllib3.exceptions.HTTPError, OSError, AttributeError):
+    except _read_errors() + (AttributeError,):
         pass  # the connection is closed below, as it would have been
     resp.close()
 
 
-def _declared_length(resp: requests.Response) -> int:
+def _declared_length(resp: Response) -> int:
     try:
         return max(0, int(resp.headers.get("Content-Length") or 0))
     except ValueError:
@@ -823,6 +886,6 @@ class ClientPool:
         if key not in self._clients:
             opts = self.options
             if insecure and not opts.insecure:
-                opts = replace(opts, insecure=True)
+                opts = opts.replace(insecure=True)
             self._clients[key] = RegistryClient(host, opts)
         return self._clients[key]

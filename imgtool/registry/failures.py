@@ -7,9 +7,8 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+import sys
 from collections.abc import Iterator
-
-import urllib3.exceptions
 
 # What OpenSSL reports when a TLS hello reaches a server speaking plain HTTP.
 PLAIN_HTTP_TLS_REASONS = frozenset(
@@ -76,7 +75,8 @@ def root_cause(e: BaseException | None) -> str:
             return reason
     # Asked last: urllib3's NewConnectionError subclasses its TimeoutError, so a refused
     # connection would otherwise read as a timeout.
-    if any(isinstance(c, urllib3.exceptions.TimeoutError) for c in chain):
+    urllib3 = sys.modules.get("urllib3")  # loaded with requests; plain HTTP goes without
+    if urllib3 is not None and any(isinstance(c, urllib3.exceptions.TimeoutError) for c in chain):
         return "timed out"
     innermost = chain[-1]
     text = str(innermost)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from imgtool import oci
@@ -28,21 +28,44 @@ def short_digest(digest: str) -> str:
 def each(
     items: Sequence[oci.Descriptor], fn: Callable[[oci.Descriptor], None], parallel: bool
 ) -> None:
-    """fn over the blobs, a few at once when the source allows; the first failure is raised and
-    what had not started yet is dropped."""
+    """fn over the blobs, a few at once when the source allows. The first failure is raised
+    once the blobs already started have ended; what had not started yet is dropped. (Threads
+    of its own: concurrent.futures would load logging too, ~9 ms of every copy's start.)"""
     if not parallel or len(items) <= 1:
         for d in items:
             fn(d)
         return
-    with ThreadPoolExecutor(max_workers=MAX_CONCURRENT) as pool:
-        futures = [pool.submit(fn, d) for d in items]
-        try:
-            for f in futures:
-                f.result()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    pending = list(reversed(items))
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if failures or not pending:
+                    return
+                desc = pending.pop()
+            try:
+                fn(desc)
+            except BaseException as e:  # raised again in the caller's thread
+                with lock:
+                    failures.append(e)
+                return
+
+    workers = [threading.Thread(target=work, daemon=True) for _ in items[:MAX_CONCURRENT]]
+    for w in workers:
+        w.start()
+    try:
+        for w in workers:
+            w.join()
+    except BaseException:  # interrupted: nothing new starts, and what runs ends first
+        with lock:
+            pending.clear()
+        for w in workers:
+            w.join()
+        raise
+    if failures:
+        raise failures[0]
 
 
 def unique_blobs(manifests: Sequence[oci.Manifest]) -> list[oci.Descriptor]:

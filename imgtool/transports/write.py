@@ -12,12 +12,9 @@ from typing import TYPE_CHECKING
 
 from imgtool import oci
 from imgtool import reference as refs
-from imgtool.digest import sha256
 from imgtool.errors import (
-    DigestMismatch,
     ImgtoolError,
     InvalidReference,
-    SizeMismatch,
     SpecError,
 )
 from imgtool.progress import Callback, Event, ignore
@@ -90,9 +87,8 @@ class StoreDestination(Destination):
                 return
             ing.restart()
             self.progress(Event("start", short, 0, desc.size))
-            sink = _Checked(ing, desc)
-            src.send_blob(desc, sink)
-            sink.check()
+            src.send_blob(desc, ing)  # the partial file hashes what it is given
+            ing.verify()  # every blob of the transaction checked before any is committed
             _flush(ing.path)  # here, beside the other downloads, not all at once at commit
         except BaseException:
             ing.discard()
@@ -133,36 +129,6 @@ def _flush(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class _Checked:
-    """A blob's partial file in the store, hashed as it is written, so that every blob of a
-    transaction is checked before any is committed (the store checks again at commit)."""
-
-    def __init__(self, ingest: Ingest, desc: oci.Descriptor) -> None:
-        self._ingest = ingest
-        self._desc = desc
-        self._hash = sha256()
-
-    @property
-    def offset(self) -> int:
-        return self._ingest.offset
-
-    def write(self, data: bytes) -> None:
-        self._ingest.write(data)  # refuses more than the descriptor's size
-        self._hash.update(data)
-
-    def restart(self) -> None:
-        self._ingest.restart()
-        self._hash = sha256()
-
-    def check(self) -> None:
-        what = f"blob {self._desc.digest}"
-        if self._ingest.offset != self._desc.size:
-            raise SizeMismatch(what, self._desc.size, self._ingest.offset)
-        actual = "sha256:" + self._hash.hexdigest()
-        if actual != self._desc.digest:
-            raise DigestMismatch(what, self._desc.digest, actual, self._ingest.offset)
 
 
 class RegistryDestination(Destination):

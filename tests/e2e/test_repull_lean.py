@@ -14,15 +14,18 @@ from tests.support.registry import Registry
 
 pytestmark = pytest.mark.registry
 
+# what a command may or may not load: the full registry client (with requests only for HTTPS)
+LOADED = ("click", "requests", "imgtool.registry.client")
 _PROBE = (
+    f"LOADED = {LOADED!r}\n"
     "import sys\nsys.argv = ['imgtool', *sys.argv[1:]]\nfrom imgtool.cli import main\n"
     "try:\n    main()\nfinally:\n"
-    "    print(*(m for m in ('click', 'requests') if m in sys.modules), file=sys.stderr)\n"
+    "    print(*(m for m in LOADED if m in sys.modules), file=sys.stderr)\n"
 )
 
 
 def _imgtool(*argv: str) -> tuple[str, list[str]]:
-    """(stdout, which of click and requests it loaded) of a successful `imgtool ARGV`."""
+    """(stdout, which of LOADED it loaded) of a successful `imgtool ARGV`."""
     r = subprocess.run(
         [sys.executable, "-c", _PROBE, *argv],
         env=dict(os.environ),
@@ -40,7 +43,7 @@ def pulled(plain_registry: Registry) -> str:
     ref = f"{plain_registry.host}/library/busybox:latest"
     out, loaded = _imgtool("pull", ref)
     assert out.startswith("Digest: sha256:")
-    assert "requests" in loaded  # a fresh pull needs the full client
+    assert loaded == ["imgtool.registry.client"]  # the full client; plain HTTP: no requests
     return ref
 
 
@@ -57,7 +60,7 @@ def test_repull_with_progress_loads_neither_click_nor_requests(pulled: str) -> N
 
 
 def test_quiet_push_loads_no_click(pulled: str, plain_registry: Registry) -> None:
-    """push takes the lean path too (it needs requests for its uploads, not click)."""
+    """push takes the lean path too (it needs the client for its uploads, not click)."""
     out, loaded = _imgtool("push", "-q", pulled, f"{plain_registry.host}/lean/pushed:1")
     assert out.startswith("sha256:") and len(out.strip()) == len("sha256:") + 64
-    assert loaded == ["requests"]
+    assert loaded == ["imgtool.registry.client"]

@@ -26,13 +26,15 @@ pytestmark = pytest.mark.registry
 
 _PULL = (
     "import sys; from imgtool.puller import pull; from imgtool.store import Store; "
-    "r = pull(sys.argv[1], Store(sys.argv[2])); print(r.digest, 'requests' in sys.modules)"
+    "r = pull(sys.argv[1], Store(sys.argv[2])); "
+    "print(r.digest, 'imgtool.registry.client' in sys.modules)"
 )
 DIGEST = "sha256:" + "ab" * 32
 
 
 def _pull(ref: str, store: Store) -> tuple[str, bool]:
-    """(digest, whether requests was imported) of a pull in a fresh interpreter."""
+    """(digest, whether the full registry client was loaded) of a pull in a fresh
+    interpreter."""
     p = subprocess.run(
         [sys.executable, "-c", _PULL, ref, str(store.root)],
         capture_output=True,

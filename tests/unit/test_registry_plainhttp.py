@@ -1,0 +1,242 @@
+"""The registry client's plain-HTTP transport (imgtool/registry/plainhttp.py), against small
+socket servers that misbehave on purpose: connections reused and not, bodies cut short, junk
+after a HEAD answer, file bodies sent whole. And a copy from and to a plain-HTTP registry loads
+neither requests nor urllib3."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from imgtool.errors import RegistryUnavailable, SizeMismatch
+from imgtool.registry.client import RegistryClient
+from imgtool.registry.options import TransportOptions
+from imgtool.registry.plainhttp import Headers, PlainResponse, PlainSession, TransportError
+from tests.support.registry import Registry
+
+
+class Cut(bytes):
+    """An answer after which the server closes the connection (a body cut short)."""
+
+
+Answer = Callable[[bytes], bytes | None]  # request head and body -> raw answer (None: close)
+
+
+class Server:
+    """Answers each request on each connection with the next answer of `answers`; counts the
+    connections accepted and keeps what was asked."""
+
+    def __init__(self, answers: list[Answer]) -> None:
+        self.answers = answers
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            while self.answers:
+                request = _read_request(reader)
+                if request is None:
+                    return
+                self.requests.append(request)
+                answer = self.answers.pop(0)(request)
+                if answer is None:
+                    return
+                conn.sendall(answer)
+                if isinstance(answer, Cut):
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _read_request(reader: object) -> bytes | None:
+    lines = []
+    while True:
+        line = reader.readline()  # type: ignore[attr-defined]
+        if not line:
+            return None
+        lines.append(line)
+        if line in (b"\r\n", b"\n"):
+            break
+    head = b"".join(lines)
+    length = 0
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head + reader.read(length)  # type: ignore[attr-defined]
+
+
+def ok(body: bytes = b"{}", extra: bytes = b"") -> Answer:
+    return lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[list[Answer]], Server]]:
+    servers: list[Server] = []
+
+    def start(answers: list[Answer]) -> Server:
+        servers.append(Server(answers))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def get(
+    session: PlainSession, server: Server, path: str = "/v2/", stream: bool = False
+) -> PlainResponse:
+    url = f"http://{server.host}{path}"
+    return session.request("GET", url, headers={}, data=None, stream=stream, timeout=10)
+
+
+def test_a_kept_alive_connection_is_reused(serve: Callable[[list[Answer]], Server]) -> None:
+    server = serve([ok(b'{"a":1}'), ok(b'{"b":2}')])
+    session = PlainSession("test")
+    assert get(session, server).json() == {"a": 1}
+    assert get(session, server).json() == {"b": 2}
+    assert server.connections == 1
+
+
+def test_headers_any_case_and_repeated_ones_joined() -> None:
+    headers = Headers([("WWW-Authenticate", 'Bearer realm="a"'), ("www-authenticate", "Basic")])
+    assert headers["www-authenticate"] == 'Bearer realm="a", Basic'
+    assert "Www-Authenticate" in headers and "Location" not in headers
+    assert list(headers) == ["WWW-Authenticate"]
+
+
+def test_connection_close_is_honoured(serve: Callable[[list[Answer]], Server]) -> None:
+    server = serve([ok(extra=b"Connection: close\r\n"), ok()])
+    session = PlainSession("test")
+    get(session, server)
+    get(session, server)
+    assert server.connections == 2
+
+
+def test_a_body_cut_short_hands_on_what_came_then_fails(
+    serve: Callable[[list[Answer]], Server],
+) -> None:
+    server = serve([lambda _: Cut(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 40)])
+    resp = get(PlainSession("test"), server, "/v2/r/blobs/sha256:0", stream=True)
+    got = []
+    with pytest.raises(TransportError, match="60 bytes early"):
+        for chunk in resp.iter_content(1 << 20):
+            got.append(chunk)
+    assert b"".join(got) == b"x" * 40
+
+
+def test_a_body_read_whole_that_is_cut_short_fails(
+    serve: Callable[[list[Answer]], Server],
+) -> None:
+    server = serve([lambda _: Cut(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 40)])
+    with pytest.raises(TransportError):
+        get(PlainSession("test"), server)
+
+
+def test_junk_after_a_head_answer_does_not_spoil_the_next_request(
+    serve: Callable[[list[Answer]], Server],
+) -> None:
+    """A server that sends a body after a HEAD answer (the 429 of the tests' fault proxy): the
+    connection is given up and the next request is sent afresh, not answered with the junk."""
+    junk = b'{"errors":[]}'
+
+    def head_429(_: bytes) -> bytes:
+        return b"HTTP/1.1 429 Too Many\r\nContent-Length: %d\r\n\r\n%s" % (len(junk), junk)
+
+    server = serve([head_429, ok(b'{"fine":true}')])
+    session = PlainSession("test")
+    url = f"http://{server.host}/v2/r/manifests/latest"
+    resp = session.request("HEAD", url, headers={}, data=None, stream=False, timeout=10)
+    assert resp.status_code == 429
+    assert get(session, server).json() == {"fine": True}
+
+
+def test_a_file_body_goes_whole_with_its_length(
+    serve: Callable[[list[Answer]], Server], tmp_path: Path
+) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(bytes(range(256)) * 5000)
+    server = serve([lambda _: b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"])
+    with open(blob, "rb") as f:
+        f.seek(1000)  # what is left of it is the body
+        resp = PlainSession("test").request(
+            "PUT", f"http://{server.host}/up", headers={}, data=f, stream=False, timeout=10
+        )
+    assert resp.status_code == 201
+    head, _, body = server.requests[0].partition(b"\r\n\r\n")
+    assert b"Content-Length: %d" % (len(blob.read_bytes()) - 1000) in head
+    assert body == blob.read_bytes()[1000:]
+
+
+def test_a_refused_connection_reads_as_refused(serve: Callable[[list[Answer]], Server]) -> None:
+    server = serve([])
+    server.close()
+    client = RegistryClient(server.host, TransportOptions(retries=0))
+    with pytest.raises(RegistryUnavailable, match="Connection refused"):
+        client.ping()
+
+
+@pytest.mark.parametrize("direction", ["pull", "push"])
+def test_copy_over_plain_http_loads_no_requests(
+    plain_registry: Registry, images: dict[str, Path], tmp_path: Path, direction: str
+) -> None:
+    """The point of plainhttp: a copy with a plain-HTTP registry never imports requests."""
+    layout = tmp_path / "out"
+    if direction == "pull":
+        argv = [f"docker://{plain_registry.host}/library/busybox:latest", f"oci:{layout}:latest"]
+    else:
+        argv = [f"oci:{images['busybox']}:latest", f"docker://{plain_registry.host}/plain/bb:1"]
+    code = (
+        "import sys\n"
+        f"sys.argv = ['imgtool', 'copy', '-q', *{argv!r}]\n"
+        "from imgtool.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    modules = set(json.loads(proc.stderr.strip().splitlines()[-1]))
+    assert not modules & {"requests", "urllib3"}
+
+
+def test_an_upload_whose_source_runs_short_is_refused(plain_registry: Registry) -> None:
+    """A chunked upload of a blob whose file is shorter than its descriptor (a hostile OCI
+    layout) stops with the sizes, instead of sending empty chunks for ever."""
+    client = RegistryClient(plain_registry.host, TransportOptions(chunk_size=16))
+    with pytest.raises(SizeMismatch, match="expected 100 bytes, got 48"):
+        client.upload_blob("short/blob", "sha256:" + "0" * 64, 100, lambda: io.BytesIO(b"x" * 48))
+
+
+def test_https_and_proxied_requests_are_left_to_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgtool.registry import client
+
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert client._plain("http://127.0.0.1:5000/v2/")
+    assert not client._plain("https://127.0.0.1:5000/v2/")
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    assert not client._plain("http://127.0.0.1:5000/v2/")
