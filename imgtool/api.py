@@ -10,15 +10,17 @@ and the CLI's start-up pay only for what they use.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
 
 from imgtool.errors import InvalidArgument
 from imgtool.progress import Callback, Event, ignore
 from imgtool.store import Store
+from imgtool.values import Frozen
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any, Literal
+
     from imgtool import oci
     from imgtool.analyze import Report, RuleResult, Rules
     from imgtool.builder import BuildResult
@@ -27,21 +29,25 @@ if TYPE_CHECKING:
     from imgtool.pusher import PushResult
     from imgtool.registry.options import TransportOptions
 
-Network = Literal["bridge", "none", "host"]
-Compression = Literal["gzip", "zstd"]
+    Network = Literal["bridge", "none", "host"]
+    Compression = Literal["gzip", "zstd"]
+
 NETWORKS: tuple[Network, ...] = ("bridge", "none", "host")
 COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd")
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(Frozen):
     """How a container ended: `status` as docker reports it (the exit code, 128+N for signal
     N, 137 for an OOM kill); `container_id` names its record (gone when `rm=True`)."""
 
+    __slots__ = ("container_id", "name", "status", "oom_killed")
     container_id: str
     name: str
     status: int
     oom_killed: bool
+
+    def __init__(self, container_id: str, name: str, status: int, oom_killed: bool) -> None:
+        self._init(container_id, name, status, oom_killed)
 
 
 # --- registries ---------------------------------------------------------------------------

@@ -1,14 +1,19 @@
 """Whole-file writes that readers see entirely or not at all (temporary file, fsync, rename),
-and the flock(2) that serialises read-modify-write of such files between processes."""
+the flock(2) that serialises read-modify-write of such files between processes, and the
+private files of caches: read only when no one but our user can have written them."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
-from pathlib import Path
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -57,3 +62,79 @@ def flocked(path: Path | str, exclusive: bool = True) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _private_dir(fd: int) -> bool:
+    st = os.fstat(fd)
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _open_private_dir(directory: Path) -> int | None:
+    """A descriptor of `directory` when it and its parent are ours alone (owned by our user,
+    writable by no one else); opened without following symlinks."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        parent = os.open(directory.parent, flags)
+    except OSError:
+        return None
+    try:
+        if not _private_dir(parent):
+            return None
+        fd = os.open(directory.name, flags, dir_fd=parent)
+    except OSError:
+        return None
+    finally:
+        os.close(parent)
+    if _private_dir(fd):
+        return fd
+    os.close(fd)
+    return None
+
+
+def read_private(directory: Path, name: str, limit: int) -> bytes | None:
+    """The first `limit` bytes of the cache file `directory/name`, when it cannot have been
+    written by anyone but our user: it is a regular file reached without following a symlink,
+    and it, `directory` and the directory above are ours and writable by no one else. None
+    otherwise, or when it is missing: what a cache cannot vouch for is made again."""
+    dir_fd = _open_private_dir(directory)
+    if dir_fd is None:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        return f.read(limit)
+
+
+def write_private(directory: Path, name: str, data: bytes) -> None:
+    """Keep `data` as the cache file `directory/name` (the directory made 0700, the file 0600,
+    written atomically); where we cannot write, the cache is simply not kept. Written only
+    into a directory `read_private` would trust, through its descriptor and without following
+    a symlink: root with another user's HOME must not write through that user's links."""
+    with contextlib.suppress(OSError):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        dir_fd = _open_private_dir(directory)
+        if dir_fd is None:
+            return  # another user's or a shared directory: no cache kept there
+        tmp = f".{name}.{os.getpid()}.tmp"
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)  # a leftover of ours (unlink follows no link)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+        finally:
+            os.close(dir_fd)

@@ -14,16 +14,19 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
 from imgtool import inroot
 from imgtool.atomic import atomic_write, flocked
 from imgtool.errors import ImgtoolError
 from imgtool.sandbox import cgroups, liveness
+from imgtool.values import Value
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"  # compiled (and cached by re) when a name is given
 
 
 class ContainerNotFound(ImgtoolError):
@@ -31,24 +34,63 @@ class ContainerNotFound(ImgtoolError):
         super().__init__(f"no such container: {name}")
 
 
-@dataclass
-class Record:
-    id: str
-    name: str
-    image: str
-    image_digest: str
-    command: list[str]
-    created: float
-    status: str = "created"  # created | running | exited
-    pid: int = 0
-    pid_start: str = ""
-    monitor_pid: int = 0
-    exit_code: int | None = None
-    oom_killed: bool = False
-    finished: float | None = None
-    auto_remove: bool = False
-    detached: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+class Record(Value):
+    """A container's state, as state.json keeps it (`as_dict`, and `Record(**doc)` back)."""
+
+    __slots__ = (
+        "id",
+        "name",
+        "image",
+        "image_digest",
+        "command",
+        "created",
+        "status",
+        "pid",
+        "pid_start",
+        "monitor_pid",
+        "exit_code",
+        "oom_killed",
+        "finished",
+        "auto_remove",
+        "detached",
+        "extra",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        name: str,
+        image: str,
+        image_digest: str,
+        command: list[str],
+        created: float,
+        status: str = "created",  # created | running | exited
+        pid: int = 0,
+        pid_start: str = "",
+        monitor_pid: int = 0,
+        exit_code: int | None = None,
+        oom_killed: bool = False,
+        finished: float | None = None,
+        auto_remove: bool = False,
+        detached: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.image = image
+        self.image_digest = image_digest
+        self.command = command
+        self.created = created
+        self.status = status
+        self.pid = pid
+        self.pid_start = pid_start
+        self.monitor_pid = monitor_pid
+        self.exit_code = exit_code
+        self.oom_killed = oom_killed
+        self.finished = finished
+        self.auto_remove = auto_remove
+        self.detached = detached
+        self.extra: dict[str, Any] = {} if extra is None else extra
 
     @property
     def short_id(self) -> str:
@@ -82,12 +124,13 @@ class Containers:
         command: list[str],
         auto_remove: bool,
         detached: bool,
+        extra: dict[str, Any] | None = None,
     ) -> Record:
         self.root.mkdir(parents=True, exist_ok=True)
         with flocked(self.root.parent / "containers.lock"):  # one name, one container
             cid = os.urandom(32).hex()
             if name:
-                if not NAME_RE.match(name):
+                if not re.fullmatch(NAME_PATTERN, name):
                     raise ImgtoolError(
                         f"invalid container name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"
                     )
@@ -109,14 +152,15 @@ class Containers:
                 time.time(),
                 auto_remove=auto_remove,
                 detached=detached,
+                extra=extra,
             )
-            self.save(rec)
+            self.save(rec)  # once, whole: with what gc must keep for it (`extra`)
             return rec
 
     def save(self, rec: Record) -> None:
         # a container's state does not outlive the machine: no fsync on the run path
         atomic_write(
-            self.dir(rec.id) / "state.json", json.dumps(asdict(rec)).encode(), durable=False
+            self.dir(rec.id) / "state.json", json.dumps(rec.as_dict()).encode(), durable=False
         )
 
     def load(self, cid: str) -> Record:
@@ -190,8 +234,8 @@ class Containers:
 
     def _reap_networks(self) -> None:
         """Namespaces, veths, NAT rules and addresses of bridge containers that are gone."""
-        netns_dir = Path("/var/run/netns")
-        if not netns_dir.is_dir() or not any(
+        netns_dir = "/var/run/netns"
+        if not os.path.isdir(netns_dir) or not any(
             n.startswith("imgtool-") for n in os.listdir(netns_dir)
         ):
             return

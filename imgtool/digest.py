@@ -7,35 +7,50 @@ length and lower-case hex. imgtool addresses content by sha256 only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from imgtool.errors import InvalidDigest
+from imgtool.values import Frozen
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-_REGISTERED: dict[str, re.Pattern[str]] = {
-    "sha256": re.compile(r"^[a-f0-9]{64}$"),
-    "sha512": re.compile(r"^[a-f0-9]{128}$"),
-}
+# patterns, compiled (and cached by re) on first use: most commands never parse a digest
+_GRAMMAR = r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
+_REGISTERED = {"sha256": r"^[a-f0-9]{64}$", "sha512": r"^[a-f0-9]{128}$"}
 CANONICAL = "sha256"
 
 
-@dataclass(frozen=True, order=True)
-class Digest:
+class Digest(Frozen):
+    """A parsed digest; ordered by algorithm, then encoded value."""
+
+    __slots__ = ("algorithm", "encoded")
     algorithm: str
     encoded: str
+
+    def __init__(self, algorithm: str, encoded: str) -> None:
+        self._init(algorithm, encoded)
+
+    def __lt__(self, other: Digest) -> bool:
+        return (self.algorithm, self.encoded) < (other.algorithm, other.encoded)
+
+    def __le__(self, other: Digest) -> bool:
+        return (self.algorithm, self.encoded) <= (other.algorithm, other.encoded)
+
+    def __gt__(self, other: Digest) -> bool:
+        return (self.algorithm, self.encoded) > (other.algorithm, other.encoded)
+
+    def __ge__(self, other: Digest) -> bool:
+        return (self.algorithm, self.encoded) >= (other.algorithm, other.encoded)
 
     @classmethod
     def parse(cls, text: str) -> Digest:
         """Parse and validate; registered algorithms must have well-formed hex."""
-        if not isinstance(text, str) or not _GRAMMAR.match(text):
+        if not isinstance(text, str) or not re.fullmatch(_GRAMMAR, text):
             raise InvalidDigest(str(text), "not of the form algorithm:encoded")
         algorithm, encoded = text.split(":", 1)
         pattern = _REGISTERED.get(algorithm)
-        if pattern is not None and not pattern.match(encoded):
+        if pattern is not None and not re.fullmatch(pattern, encoded):
             raise InvalidDigest(text, f"{algorithm} needs lower-case hex of the right length")
         return cls(algorithm, encoded)
 
@@ -50,7 +65,8 @@ class Digest:
     @classmethod
     def of(cls, data: bytes) -> Digest:
         """The digest of bytes in memory (a stream: feed `sha256()`)."""
-        return cls(CANONICAL, sha256(data).hexdigest())
+        hasher = small_sha256 if len(data) <= SMALL else sha256
+        return cls(CANONICAL, hasher(data).hexdigest())
 
     @property
     def short(self) -> str:
@@ -62,11 +78,29 @@ class Digest:
 
 
 def sha256(data: bytes = b"") -> _Hash:
-    """A sha256 hasher. hashlib is imported on first use: loading OpenSSL costs ~5 ms, which
+    """A sha256 hasher. hashlib is imported on first use: loading OpenSSL costs ~3-5 ms, which
     commands that only read the store (`run` of an unpacked image) need not pay."""
     import hashlib
 
     return hashlib.sha256(data)
+
+
+SMALL = 64 << 10  # what `small_sha256` is for: manifests, configs, ChainIDs, cache keys
+
+
+def small_sha256(data: bytes = b"") -> _Hash:
+    """A sha256 hasher for small inputs (up to some tens of kB): CPython's own SHA-256 (what
+    hashlib falls back to without OpenSSL) loads in ~0.3 ms where hashlib loads OpenSSL in
+    ~3 ms, but hashes several times slower, so blobs and streams take `sha256`. The digests
+    are the same."""
+    try:
+        from _sha256 import sha256 as builtin  # type: ignore[import-not-found]
+    except ImportError:  # Python 3.12 and later name it _sha2
+        try:
+            from _sha2 import sha256 as builtin  # type: ignore[import-not-found]
+        except ImportError:  # an interpreter without CPython's builtin hashes
+            return sha256(data)
+    return builtin(data)
 
 
 def is_valid(text: str) -> bool:

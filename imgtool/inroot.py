@@ -25,7 +25,8 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterator
-from typing import Protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 
 MAX_SYMLINKS = 40  # the kernel's limit (ELOOP)
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -184,20 +185,23 @@ def opened(fd: int) -> Iterator[int]:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class TreeVisitor(Protocol):
-    """What `walk_tree` asks while it walks."""
+if TYPE_CHECKING:  # a type only: typing is not imported at run time
+    from typing import Protocol
 
-    def names(self, fd: int, path: str) -> list[str]:
-        """The entries of the directory `path` (open on `fd`) to visit, in order."""
-        ...
+    class TreeVisitor(Protocol):
+        """What `walk_tree` asks while it walks."""
 
-    def entry(self, fd: int, path: str, name: str) -> bool:
-        """Handle `name` in the directory `path`; True: descend into it (a directory)."""
-        ...
+        def names(self, fd: int, path: str) -> list[str]:
+            """The entries of the directory `path` (open on `fd`) to visit, in order."""
+            ...
 
-    def leave(self, fd: int, path: str, name: str) -> None:
-        """The subdirectory `name` of `path` is done (`fd`: `path`, open again)."""
-        ...
+        def entry(self, fd: int, path: str, name: str) -> bool:
+            """Handle `name` in the directory `path`; True: descend into it (a directory)."""
+            ...
+
+        def leave(self, fd: int, path: str, name: str) -> None:
+            """The subdirectory `name` of `path` is done (`fd`: `path`, open again)."""
+            ...
 
 
 def walk_tree(top_fd: int, visitor: TreeVisitor) -> None:

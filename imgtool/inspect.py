@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any
 
 from imgtool import oci
 from imgtool.errors import ImgtoolError
 from imgtool.store import INDEX_DIGEST_ANNOTATION, Store
+from imgtool.values import Frozen
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass(frozen=True)
-class ImageRow:
+class ImageRow(Frozen):
+    __slots__ = ("name", "digest", "media_type", "image_id", "created", "size", "platforms")
     name: str
     digest: str
     media_type: str
@@ -20,6 +23,18 @@ class ImageRow:
     created: str | None
     size: int
     platforms: tuple[str, ...]
+
+    def __init__(
+        self,
+        name: str,
+        digest: str,
+        media_type: str,
+        image_id: str,
+        created: str | None,
+        size: int,
+        platforms: tuple[str, ...],
+    ) -> None:
+        self._init(name, digest, media_type, image_id, created, size, platforms)
 
     @property
     def created_ago(self) -> str:
@@ -100,7 +115,7 @@ def inspect_image(store: Store, name: str, platform: oci.Platform | None = None)
         out["ManifestDigest"] = img.manifest.digest
     elif index_digest:
         out["IndexDigest"] = index_digest
-    out["Id"] = img.config.digest
+    out["Id"] = img.manifest.config.digest  # verified when stored: not hashed again
     out["Platform"] = str(img.config.platform)
     out["Size"] = img.size
     out["Manifest"] = oci.load_json(img.manifest.raw, "manifest")

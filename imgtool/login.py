@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from imgtool import reference as refs
 from imgtool.errors import AuthError, InvalidReference
 from imgtool.registry import credentials
@@ -16,7 +14,7 @@ def registry_host(text: str) -> str:
         if text.startswith(scheme):
             text = text[len(scheme) :]
     host = text.split("/", 1)[0]
-    if not host or not refs.ANCHORED_DOMAIN.match(host):
+    if not host or not refs.ANCHORED_DOMAIN.fullmatch(host):
         raise InvalidReference(text, "expected a registry host such as localhost:5000")
     return refs.DEFAULT_DOMAIN if host in ("index.docker.io", refs.DOCKER_HUB_API_HOST) else host
 
@@ -24,7 +22,7 @@ def registry_host(text: str) -> str:
 def check(host: str, creds: credentials.Credentials, options: TransportOptions) -> None:
     """Ask the registry whether these credentials are good, as docker login does."""
     api_host = refs.DOCKER_HUB_API_HOST if host == refs.DEFAULT_DOMAIN else host
-    client = RegistryClient(api_host, replace(options, credentials=creds))
+    client = RegistryClient(api_host, options.replace(credentials=creds))
     client.ping()
     ch = client.challenge
     if ch is None:

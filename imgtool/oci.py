@@ -7,25 +7,25 @@ the digest of exactly those bytes. `validate(media_type, raw)` adds the schema's
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from imgtool import mediatypes as mt
 from imgtool.digest import Digest
 from imgtool.errors import InvalidDigest, InvalidPlatform, NoMatchingPlatform, SpecError
+from imgtool.values import Frozen
 
-_MEDIA_TYPE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
-)
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")
-_ENV = re.compile(r"^[^=]+=.*$", re.S)
-_LAYOUT_VERSION = re.compile(r"^1\.[0-9]+\.[0-9]+$")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+# patterns, compiled (and cached by re) on first use
+_MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+_URI = r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$"
+_ENV = r"(?s)^[^=]+=.*$"
+_LAYOUT_VERSION = r"^1\.[0-9]+\.[0-9]+$"
 
 
 # --- small typed readers; each names the field that is wrong ---------------------------------
@@ -79,7 +79,7 @@ def _str_list(doc: Mapping[str, Any], key: str, what: str) -> list[str] | None:
 
 
 def _media_type(value: str, what: str) -> str:
-    if not _MEDIA_TYPE.match(value):
+    if not re.fullmatch(_MEDIA_TYPE, value):
         raise SpecError(f"{what} {value!r} is not a valid media type")
     return value
 
@@ -104,12 +104,15 @@ _ARCH_ALIASES = {
 }
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(Frozen):
+    __slots__ = ("os", "architecture", "variant", "os_version")
     os: str
     architecture: str
-    variant: str = ""
-    os_version: str = ""
+    variant: str
+    os_version: str
+
+    def __init__(self, os: str, architecture: str, variant: str = "", os_version: str = "") -> None:
+        self._init(os, architecture, variant, os_version)
 
     @classmethod
     def parse(cls, text: str) -> Platform:
@@ -188,16 +191,39 @@ class Platform:
 # --- Descriptor -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(Frozen):
+    __slots__ = (
+        "media_type",
+        "digest",
+        "size",
+        "annotations",
+        "platform",
+        "urls",
+        "artifact_type",
+        "data",
+    )
     media_type: str
     digest: str
     size: int
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    platform: Platform | None = None
-    urls: tuple[str, ...] = ()
-    artifact_type: str | None = None
-    data: bytes | None = None
+    annotations: Mapping[str, str]
+    platform: Platform | None
+    urls: tuple[str, ...]
+    artifact_type: str | None
+    data: bytes | None
+
+    def __init__(
+        self,
+        media_type: str,
+        digest: str,
+        size: int,
+        annotations: Mapping[str, str] | None = None,
+        platform: Platform | None = None,
+        urls: tuple[str, ...] = (),
+        artifact_type: str | None = None,
+        data: bytes | None = None,
+    ) -> None:
+        annotations = {} if annotations is None else annotations
+        self._init(media_type, digest, size, annotations, platform, urls, artifact_type, data)
 
     @classmethod
     def from_dict(cls, doc: Any, what: str = "descriptor") -> Descriptor:
@@ -216,7 +242,7 @@ class Descriptor:
             raise SpecError(f"{what}.size must not be negative")
         urls = _str_list(d, "urls", what) or []
         for u in urls:
-            if not _URI.match(u):
+            if not re.fullmatch(_URI, u):
                 raise SpecError(f"{what}.urls: {u!r} is not a URI")
         artifact_type = _str(d, "artifactType", what)
         if artifact_type is not None:
@@ -224,6 +250,9 @@ class Descriptor:
         data = None
         raw_data = _str(d, "data", what)
         if raw_data is not None:
+            import base64  # imported here: few descriptors embed their data
+            import binascii
+
             try:
                 data = base64.b64decode(raw_data, validate=True)
             except (binascii.Error, ValueError):
@@ -251,6 +280,8 @@ class Descriptor:
         if self.artifact_type:
             d["artifactType"] = self.artifact_type
         if self.data is not None:
+            import base64
+
             d["data"] = base64.b64encode(self.data).decode()
         return d
 
@@ -291,15 +322,28 @@ def _schema_version(d: Mapping[str, Any], what: str) -> None:
 # --- Manifest and Index -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Frozen):
+    __slots__ = ("media_type", "config", "layers", "raw", "annotations", "subject", "artifact_type")
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
     raw: bytes
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    subject: Descriptor | None = None
-    artifact_type: str | None = None
+    annotations: Mapping[str, str]
+    subject: Descriptor | None
+    artifact_type: str | None
+
+    def __init__(
+        self,
+        media_type: str,
+        config: Descriptor,
+        layers: tuple[Descriptor, ...],
+        raw: bytes,
+        annotations: Mapping[str, str] | None = None,
+        subject: Descriptor | None = None,
+        artifact_type: str | None = None,
+    ) -> None:
+        annotations = {} if annotations is None else annotations
+        self._init(media_type, config, layers, raw, annotations, subject, artifact_type)
 
     @classmethod
     def from_json(cls, raw: bytes, media_type: str | None = None) -> Manifest:
@@ -335,13 +379,24 @@ class Manifest:
         return [self.config, *self.layers]
 
 
-@dataclass(frozen=True)
-class Index:
+class Index(Frozen):
+    __slots__ = ("media_type", "manifests", "raw", "annotations", "subject")
     media_type: str
     manifests: tuple[Descriptor, ...]
     raw: bytes
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    subject: Descriptor | None = None
+    annotations: Mapping[str, str]
+    subject: Descriptor | None
+
+    def __init__(
+        self,
+        media_type: str,
+        manifests: tuple[Descriptor, ...],
+        raw: bytes,
+        annotations: Mapping[str, str] | None = None,
+        subject: Descriptor | None = None,
+    ) -> None:
+        annotations = {} if annotations is None else annotations
+        self._init(media_type, manifests, raw, annotations, subject)
 
     @classmethod
     def from_json(cls, raw: bytes, media_type: str | None = None) -> Index:
@@ -432,12 +487,15 @@ _CONFIG_LIST_FIELDS = ("Env", "Cmd", "Entrypoint", "Shell", "OnBuild")
 _CONFIG_SET_FIELDS = ("ExposedPorts", "Volumes")
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(Frozen):
     """The image configuration; `doc` is the whole JSON, `raw` the bytes it was read from."""
 
+    __slots__ = ("doc", "raw")
     doc: Mapping[str, Any]
     raw: bytes
+
+    def __init__(self, doc: Mapping[str, Any], raw: bytes) -> None:
+        self._init(doc, raw)
 
     @classmethod
     def from_json(cls, raw: bytes) -> ImageConfig:
@@ -459,7 +517,7 @@ class ImageConfig:
                     raise SpecError(f"config.config.{key} must be an object")
             _str_map(c, "Labels", "config.config")
             for e in c.get("Env") or []:
-                if not _ENV.match(e):
+                if not re.fullmatch(_ENV, e):
                     raise SpecError(f"config.config.Env entry {e!r} is not NAME=value")
         rootfs = _obj(d.get("rootfs"), "config.rootfs")
         if _str(rootfs, "type", "config.rootfs", required=True) != "layers":
@@ -528,7 +586,7 @@ def validate(media_type: str, raw: bytes) -> None:
 def validate_layout_header(raw: bytes) -> None:
     d = _obj(load_json(raw, "oci-layout"), "oci-layout")
     version = _str(d, "imageLayoutVersion", "oci-layout", required=True) or ""
-    if not _LAYOUT_VERSION.match(version):
+    if not re.fullmatch(_LAYOUT_VERSION, version):
         raise SpecError(f"oci-layout: unsupported imageLayoutVersion {version!r}")
 
 

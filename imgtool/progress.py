@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from imgtool.values import Frozen
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(Frozen):
     """`kind` is one of: resolved, start, bytes, done, exists, mounted, pushed, info."""
 
+    __slots__ = ("kind", "item", "current", "total", "message")
     kind: str
-    item: str = ""  # short digest or a name
-    current: int = 0
-    total: int = 0
-    message: str = ""
+    item: str  # short digest or a name
+    current: int
+    total: int
+    message: str
+
+    def __init__(
+        self, kind: str, item: str = "", current: int = 0, total: int = 0, message: str = ""
+    ) -> None:
+        self._init(kind, item, current, total, message)
 
 
 Callback = Callable[[Event], None]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from imgtool import mediatypes as mt
 from imgtool import oci
@@ -24,32 +22,62 @@ from imgtool.errors import (
     RegistryUnavailable,
     SpecError,
 )
-from imgtool.layer.arriving import Arrival
-from imgtool.layer.unpacked import LayerStore
 from imgtool.progress import Callback, Event, ignore
 from imgtool.reference import Reference
 from imgtool.registry import config as regconf
 from imgtool.registry.options import MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, TransportOptions
 from imgtool.store import INDEX_DIGEST_ANNOTATION, Store
+from imgtool.values import Frozen, Value
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    # the layer code is imported where layers come: a re-pull of an image the store has
+    # never needs it
+    from imgtool.layer.arriving import Arrival
     from imgtool.registry.client import ClientPool, RegistryClient
 
 MAX_CONCURRENT_DOWNLOADS = 3
 
 
-@dataclass
-class PullOptions:
-    platform: oci.Platform | None = None
-    all_platforms: bool = False
-    transport: TransportOptions = field(default_factory=TransportOptions)
-    registries: regconf.RegistriesConf | None = None
-    progress: Callback = ignore
-    max_concurrent: int = MAX_CONCURRENT_DOWNLOADS
+class PullOptions(Value):
+    __slots__ = (
+        "platform",
+        "all_platforms",
+        "transport",
+        "registries",
+        "progress",
+        "max_concurrent",
+    )
+    platform: oci.Platform | None
+    all_platforms: bool
+    transport: TransportOptions
+    registries: regconf.RegistriesConf | None
+    progress: Callback
+    max_concurrent: int
+
+    def __init__(
+        self,
+        platform: oci.Platform | None = None,
+        all_platforms: bool = False,
+        transport: TransportOptions | None = None,
+        registries: regconf.RegistriesConf | None = None,
+        progress: Callback = ignore,
+        max_concurrent: int = MAX_CONCURRENT_DOWNLOADS,
+    ) -> None:
+        transport = TransportOptions() if transport is None else transport
+        self._init(platform, all_platforms, transport, registries, progress, max_concurrent)
 
 
-@dataclass(frozen=True)
-class PullResult:
+class PullResult(Frozen):
+    __slots__ = (
+        "name",
+        "digest",
+        "media_type",
+        "index_digest",
+        "source",
+        "fetched_bytes",
+        "platform",
+    )
     name: str
     digest: str  # of what the name points at: the manifest, or the index with --all-platforms
     media_type: str
@@ -57,6 +85,18 @@ class PullResult:
     source: str  # the endpoint that served it
     fetched_bytes: int
     platform: str
+
+    def __init__(
+        self,
+        name: str,
+        digest: str,
+        media_type: str,
+        index_digest: str | None,
+        source: str,
+        fetched_bytes: int,
+        platform: str,
+    ) -> None:
+        self._init(name, digest, media_type, index_digest, source, fetched_bytes, platform)
 
 
 def pull(text: str | Reference, store: Store, options: PullOptions | None = None) -> PullResult:
@@ -151,7 +191,7 @@ class _Fetcher:
 
             transport = self.opts.transport
             if self.endpoint.insecure and not transport.insecure:
-                transport = replace(transport, insecure=True)  # as ClientPool.get does
+                transport = transport.replace(insecure=True)  # as ClientPool.get does
             quick = quickhead.head_manifest(self.endpoint.host, self.repository, tag, transport)
             if quick is not None:
                 return quick.digest, quick.media_type
@@ -242,6 +282,8 @@ class _Fetcher:
                 f"{self.repository}: the config names {len(diff_ids)} layers, the manifest "
                 f"{len(m.layers)}"
             )
+        from imgtool.layer.unpacked import LayerStore
+
         layers = LayerStore(self.store)
         todo = [
             (d.digest, d.size, d.media_type, diff_id)
@@ -252,6 +294,8 @@ class _Fetcher:
             layers.unpack_layers(todo)
             return
         from concurrent.futures import ThreadPoolExecutor
+
+        from imgtool.layer.arriving import Arrival
 
         arrivals = {digest: Arrival(f"layer {digest}") for digest in missing}
         pool = ThreadPoolExecutor(max_workers=max(1, self.opts.max_concurrent))

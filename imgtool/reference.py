@@ -7,10 +7,10 @@ reference is refused with the reason. `parse_strict` is the grammar without norm
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 
 from imgtool.digest import Digest
 from imgtool.errors import InvalidDigest, InvalidReference
+from imgtool.values import Frozen
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
@@ -31,21 +31,41 @@ _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 
-ANCHORED_DOMAIN = re.compile(rf"^{_DOMAIN}$")
-ANCHORED_TAG = re.compile(rf"^{_TAG}$")
-ANCHORED_NAME = re.compile(rf"^(?:({_DOMAIN})/)?({_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)$")
-ANCHORED_REFERENCE = re.compile(rf"^({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?$")
-ANCHORED_IDENTIFIER = re.compile(r"^[a-f0-9]{64}$")
+# The grammar's anchored patterns, compiled (and cached by re) on first use: a command that
+# finds its image by the name as given never parses a reference. Also public as compiled
+# patterns, ANCHORED_DOMAIN and the rest (the module's __getattr__).
+_ANCHORED = {
+    "ANCHORED_DOMAIN": rf"^{_DOMAIN}$",
+    "ANCHORED_TAG": rf"^{_TAG}$",
+    "ANCHORED_NAME": rf"^(?:({_DOMAIN})/)?({_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)$",
+    "ANCHORED_REFERENCE": rf"^({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?$",
+    "ANCHORED_IDENTIFIER": r"^[a-f0-9]{64}$",
+}
 
 
-@dataclass(frozen=True)
-class Reference:
+def __getattr__(name: str) -> re.Pattern[str]:
+    if name in _ANCHORED:
+        return re.compile(_ANCHORED[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _match(pattern: str, text: str) -> re.Match[str] | None:
+    return re.fullmatch(_ANCHORED[pattern], text)  # `$` alone would allow a final newline
+
+
+class Reference(Frozen):
     """A parsed reference. `registry` is empty only for `parse_strict` names without a domain."""
 
+    __slots__ = ("registry", "repository", "tag", "digest")
     registry: str
     repository: str
-    tag: str | None = None
-    digest: str | None = None
+    tag: str | None
+    digest: str | None
+
+    def __init__(
+        self, registry: str, repository: str, tag: str | None = None, digest: str | None = None
+    ) -> None:
+        self._init(registry, repository, tag, digest)
 
     @property
     def name(self) -> str:
@@ -76,15 +96,15 @@ class Reference:
         return self.digest or self.tag or DEFAULT_TAG
 
     def with_tag(self, tag: str) -> Reference:
-        if not ANCHORED_TAG.match(tag):
+        if not _match("ANCHORED_TAG", tag):
             raise InvalidReference(
                 tag, "a tag is up to 128 of [A-Za-z0-9_.-], not starting with . or -"
             )
-        return replace(self, tag=tag, digest=None)
+        return Reference(self.registry, self.repository, tag, None)
 
     def with_digest(self, digest: str) -> Reference:
         _validate_digest(f"{self.name}@{digest}", digest)
-        return replace(self, digest=digest)
+        return Reference(self.registry, self.repository, self.tag, digest)
 
     def _suffix(self) -> str:
         s = f":{self.tag}" if self.tag else ""
@@ -105,13 +125,13 @@ def parse_strict(text: str) -> Reference:
     """The reference grammar with no normalization (distribution's `Parse`)."""
     if text == "":
         raise InvalidReference(text, "the reference is empty")
-    m = ANCHORED_REFERENCE.match(text)
+    m = _match("ANCHORED_REFERENCE", text)
     if not m:
-        if ANCHORED_REFERENCE.match(text.lower()):
+        if _match("ANCHORED_REFERENCE", text.lower()):
             raise InvalidReference(text, "the repository name must be lowercase")
         raise InvalidReference(text, _explain_format(text))
     name, tag, digest = m.group(1), m.group(2), m.group(3)
-    nm = ANCHORED_NAME.match(name)
+    nm = _match("ANCHORED_NAME", name)
     assert nm is not None  # the full reference matched, so its name part does
     domain, path = nm.group(1) or "", nm.group(2)
     if len(path) > NAME_TOTAL_LENGTH_MAX:
@@ -137,7 +157,7 @@ def _explain_format(text: str) -> str:
             return e.reason
     if ":" in text.rsplit("/", 1)[-1]:
         tag = text.rsplit("/", 1)[-1].split(":", 1)[1].split("@")[0]
-        if tag and not ANCHORED_TAG.match(tag):
+        if tag and not _match("ANCHORED_TAG", tag):
             return f"invalid tag {tag!r} (up to 128 of [A-Za-z0-9_.-], not starting with . or -)"
     return "invalid reference format (names are lowercase [a-z0-9] separated by . _ __ - and /)"
 
@@ -162,7 +182,7 @@ def split_docker_domain(name: str) -> tuple[str, str]:
 
 def parse_normalized_named(text: str) -> Reference:
     """Docker's normalization, no default tag (distribution's `ParseNormalizedNamed`)."""
-    if ANCHORED_IDENTIFIER.match(text):
+    if _match("ANCHORED_IDENTIFIER", text):
         raise InvalidReference(text, "a 64-character hexadecimal string is an id, not a repository")
     if text == "":
         raise InvalidReference(text, "the reference is empty")
@@ -183,9 +203,9 @@ def parse(text: str) -> Reference:
     """Parse a reference as `docker pull` does: normalized, `latest` by default, digest wins."""
     ref = parse_normalized_named(text)
     if ref.digest:
-        return replace(ref, tag=None)
+        return Reference(ref.registry, ref.repository, None, ref.digest)
     if ref.tag is None:
-        return replace(ref, tag=DEFAULT_TAG)
+        return Reference(ref.registry, ref.repository, DEFAULT_TAG, ref.digest)
     return ref
 
 

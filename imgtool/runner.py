@@ -14,9 +14,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from imgtool import oci
 from imgtool.containers import Containers, Record, alive, proc_start_time
@@ -34,39 +32,132 @@ from imgtool.sandbox.spec import (
     resolve_caps,
 )
 from imgtool.store import Store
+from imgtool.values import Value
 
-_T = TypeVar("_T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass
-class RunOptions:
-    command: list[str] = field(default_factory=list)
-    entrypoint: str | None = None
-    env: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    user: str | None = None
-    volumes: list[str] = field(default_factory=list)
-    hostname: str | None = None
-    name: str = ""
-    network: str = "bridge"
-    limits: Limits = field(default_factory=Limits)
-    rm: bool = False
-    detach: bool = False
-    tty: bool = False
-    interactive: bool = False
-    init: bool = False
-    read_only: bool = False
-    platform: oci.Platform | None = None
-    publish: list[str] = field(default_factory=list)
-    publish_all: bool = False
-    security_opts: list[str] = field(default_factory=list)
-    devices: list[str] = field(default_factory=list)  # HOST[:CONTAINER][:rwm], as docker's
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    privileged: bool = False
-    stdout: int | None = None  # a descriptor to give the command as its stdout (None: ours)
-    stderr: int | None = None
+class RunOptions(Value):
+    """What `run` was asked for, beyond the image (the CLI's options, api.run's arguments)."""
+
+    __slots__ = (
+        "command",
+        "entrypoint",
+        "env",
+        "workdir",
+        "user",
+        "volumes",
+        "hostname",
+        "name",
+        "network",
+        "limits",
+        "rm",
+        "detach",
+        "tty",
+        "interactive",
+        "init",
+        "read_only",
+        "platform",
+        "publish",
+        "publish_all",
+        "security_opts",
+        "devices",
+        "cap_add",
+        "cap_drop",
+        "privileged",
+        "stdout",
+        "stderr",
+    )
+    command: list[str]
+    entrypoint: str | None
+    env: list[str]
+    workdir: str | None
+    user: str | None
+    volumes: list[str]
+    hostname: str | None
+    name: str
+    network: str
+    limits: Limits
+    rm: bool
+    detach: bool
+    tty: bool
+    interactive: bool
+    init: bool
+    read_only: bool
+    platform: oci.Platform | None
+    publish: list[str]
+    publish_all: bool
+    security_opts: list[str]
+    devices: list[str]
+    cap_add: list[str]
+    cap_drop: list[str]
+    privileged: bool
+    stdout: int | None
+    stderr: int | None
+
+    def __init__(
+        self,
+        command: list[str] | None = None,
+        entrypoint: str | None = None,
+        env: list[str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        volumes: list[str] | None = None,
+        hostname: str | None = None,
+        name: str = "",
+        network: str = "bridge",
+        limits: Limits | None = None,
+        rm: bool = False,
+        detach: bool = False,
+        tty: bool = False,
+        interactive: bool = False,
+        init: bool = False,
+        read_only: bool = False,
+        platform: oci.Platform | None = None,
+        publish: list[str] | None = None,
+        publish_all: bool = False,
+        security_opts: list[str] | None = None,
+        devices: list[str] | None = None,  # HOST[:CONTAINER][:rwm], as docker's
+        cap_add: list[str] | None = None,
+        cap_drop: list[str] | None = None,
+        privileged: bool = False,
+        stdout: int | None = None,  # a descriptor to give the command as its stdout (None: ours)
+        stderr: int | None = None,
+    ) -> None:
+        self._init(
+            command or [],
+            entrypoint,
+            env or [],
+            workdir,
+            user,
+            volumes or [],
+            hostname,
+            name,
+            network,
+            Limits() if limits is None else limits,
+            rm,
+            detach,
+            tty,
+            interactive,
+            init,
+            read_only,
+            platform,
+            publish or [],
+            publish_all,
+            security_opts or [],
+            devices or [],
+            cap_add or [],
+            cap_drop or [],
+            privileged,
+            stdout,
+            stderr,
+        )
 
 
 def parse_limits(memory: str | int | None, cpus: str | float | None, pids: int | None) -> Limits:
@@ -192,11 +283,10 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
     diff_ids = layers.unpack(image)
     containers = Containers(store.root)
     containers.reap_stale()
-    rec = containers.create(opts.name, image.name, image.digest, argv, opts.rm, opts.detach)
-    rec.extra["layers"] = diff_ids  # gc keeps what a container stands on
+    extra: dict[str, object] = {"layers": diff_ids}  # gc keeps what a container stands on
     if ports:
-        rec.extra["ports"] = [p.__dict__ for p in ports]
-    containers.save(rec)
+        extra["ports"] = [p.as_dict() for p in ports]
+    rec = containers.create(opts.name, image.name, image.digest, argv, opts.rm, opts.detach, extra)
     cdir = containers.dir(rec.id)
     hostname = opts.hostname or rec.short_id
     spec = SandboxSpec(

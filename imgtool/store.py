@@ -17,9 +17,7 @@ import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from imgtool import mediatypes as mt
 from imgtool import oci
@@ -36,6 +34,11 @@ from imgtool.errors import (
     SpecError,
     StoreError,
 )
+from imgtool.values import Frozen
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 LAYOUT_HEADER = b'{"imageLayoutVersion":"1.0.0"}'
 INDEX_DIGEST_ANNOTATION = "io.imgtool.index.digest"
@@ -52,16 +55,26 @@ def default_root() -> Path:
     return Path(data) / "imgtool"
 
 
-@dataclass(frozen=True)
-class StoredImage:
+class StoredImage(Frozen):
     """An image in the store: the name it was found by, its top descriptor and, for a
     single-platform image (or the platform picked from an index), its manifest and config."""
 
+    __slots__ = ("name", "descriptor", "manifest", "config", "index")
     name: str
     descriptor: oci.Descriptor
     manifest: oci.Manifest
     config: oci.ImageConfig
-    index: oci.Index | None = None
+    index: oci.Index | None
+
+    def __init__(
+        self,
+        name: str,
+        descriptor: oci.Descriptor,
+        manifest: oci.Manifest,
+        config: oci.ImageConfig,
+        index: oci.Index | None = None,
+    ) -> None:
+        self._init(name, descriptor, manifest, config, index)
 
     @property
     def digest(self) -> str:
@@ -141,9 +154,10 @@ class Ingest:
         if self.size is not None and self.offset > self.size:
             raise SizeMismatch(f"blob {self.digest}", self.size, self.offset)
 
-    def commit(self) -> None:
-        """Verify size and digest, then move the blob into place. On a mismatch the partial
-        file is discarded (it can never become right) and nothing enters the store."""
+    def verify(self) -> None:
+        """Check size and digest of what was written, without moving it: a transaction
+        checks every blob before it commits any. On a mismatch the partial file is discarded
+        (it can never become right)."""
         what = f"blob {self.digest}"
         actual = "sha256:" + self._hash.hexdigest()
         try:
@@ -154,6 +168,11 @@ class Ingest:
         except (SizeMismatch, DigestMismatch):
             self.discard()
             raise
+
+    def commit(self) -> None:
+        """Verify size and digest, then move the blob into place. On a mismatch the partial
+        file is discarded and nothing enters the store."""
+        self.verify()
         os.fsync(self._fd)
         os.replace(self.path, self.store.blob_path(str(self.digest)))
         fsync_dir(self.store.blob_path(str(self.digest)).parent)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
-
 from imgtool.digest import sha256
 from imgtool.errors import DigestMismatch, SizeMismatch
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 class VerifyingReader:

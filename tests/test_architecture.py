@@ -12,6 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "imgtool"
 FLOORS = {
     # L0 pure values
     **dict.fromkeys(["errors", "digest", "reference", "mediatypes", "oci", "progress"], 0),
+    "values": 0,
     **dict.fromkeys(["whiteout", "filetree", "containerfile"], 0),
     # L1 streams
     **dict.fromkeys(["compression", "verify", "atomic", "inroot"], 1),

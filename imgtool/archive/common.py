@@ -28,7 +28,7 @@ def blob_member(digest: str) -> str:
 
 def member_digest(name: str) -> str | None:
     """The digest a content-addressed member name claims, if it is one."""
-    m = BLOB_MEMBER.match(name)
+    m = BLOB_MEMBER.fullmatch(name)
     return f"sha256:{m.group(1)}" if m else None
 
 

@@ -129,7 +129,7 @@ def parse_config(manifest: oci.Manifest, raw: bytes, what: str) -> CacheIndex:
 
 def _entry(item: Any, layers: Mapping[str, oci.Descriptor], where: str) -> tuple[str, Layer, str]:
     key = _text(item, "key", where)
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise SpecError(f"{where}: key {key[:80]!r} is not 64 hex digits")
     desc = _layer_named(_text(item, "digest", where), layers, where)
     if desc.media_type not in mt.LAYER_TYPES:

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
 
 from imgtool.errors import ImgtoolError, InvalidArgument, RunStepFailed
+from imgtool.values import Frozen
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any, Literal
+
     import click
 
     from imgtool.reference import Reference
     from imgtool.store import Store
+
+    # How a command reports its failures (docker's and CI gates' habits):
+    #   plain  ImgtoolError 1, usage 2
+    #   run    imgtool's own failures 125 (usage too, as docker run); RunError its 126/127
+    #   build  a failed RUN step's own status; the rest as plain
+    #   gate   `check`: 1 is taken by "a rule failed", so every error, usage or not, is 2
+    Convention = Literal["plain", "run", "build", "gate"]
 
 
 def store_of(ctx: click.Context) -> Store:
@@ -24,7 +32,7 @@ def store_of(ctx: click.Context) -> Store:
     from imgtool.store import Store
 
     root = ctx.find_root().obj.get("root")
-    return Store(Path(root) if root else None, resolve=resolve_name)
+    return Store(root or None, resolve=resolve_name)
 
 
 def echo(text: str, err: bool = False) -> None:
@@ -57,6 +65,8 @@ def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def transport(insecure: bool, cert_dir: str | None, **extra: Any) -> Any:
+    from pathlib import Path
+
     from imgtool.registry.options import TransportOptions
 
     return TransportOptions(
@@ -79,24 +89,20 @@ def human_size(n: float) -> str:
     return f"{n}B"
 
 
-# How a command reports its failures (docker's and CI gates' habits):
-#   plain  ImgtoolError 1, usage 2
-#   run    imgtool's own failures 125 (usage too, as docker run); RunError its 126/127
-#   build  a failed RUN step's own status; the rest as plain
-#   gate   `check`: 1 is taken by "a rule failed", so every error, usage or not, is 2
-Convention = Literal["plain", "run", "build", "gate"]
-
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_RUN_OWN_FAILURE = 125
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(Frozen):
     """What the CLI prints (one line, after "imgtool: ") and exits with for an exception."""
 
+    __slots__ = ("message", "status")
     message: str
     status: int
+
+    def __init__(self, message: str, status: int) -> None:
+        self._init(message, status)
 
 
 def failure_of(exc: BaseException, convention: Convention = "plain") -> Failure | None:

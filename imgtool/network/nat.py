@@ -6,22 +6,27 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
-from dataclasses import dataclass
+import os
 
 from imgtool.errors import NetworkError
 from imgtool.network import netlink
 from imgtool.network.links import BRIDGE
+from imgtool.values import Frozen
 
 TABLE = "imgtool"
 
 
-@dataclass(frozen=True)
-class Port:
+class Port(Frozen):
+    __slots__ = ("host_ip", "host_port", "container_port", "proto")
     host_ip: str  # "" for every address of the host
     host_port: int
     container_port: int
-    proto: str = "tcp"
+    proto: str
+
+    def __init__(
+        self, host_ip: str, host_port: int, container_port: int, proto: str = "tcp"
+    ) -> None:
+        self._init(host_ip, host_port, container_port, proto)
 
     def __str__(self) -> str:
         where = f"{self.host_ip}:" if self.host_ip else ""
@@ -91,8 +96,16 @@ def check_free(port: Port) -> None:
             ) from None
 
 
+def _has_nft() -> bool:
+    """nft on PATH (shutil.which's search, without importing shutil: ~4 ms of a bridged run)."""
+    return any(
+        os.access(path, os.X_OK) and os.path.isfile(path)
+        for path in (os.path.join(d, "nft") for d in os.get_exec_path())
+    )
+
+
 def _nft(script: str) -> None:
-    if not shutil.which("nft"):
+    if not _has_nft():
         raise NetworkError("nft (nftables) is not installed: bridge networking needs it")
     import subprocess  # only to change the table: a run on a made table never starts nft
 
@@ -148,7 +161,7 @@ def publish(cid: str, address: ipaddress.IPv4Address, ports: list[Port]) -> None
 
 def rules_of(cid_prefix: str | None = None) -> list[tuple[str, int, str]]:
     """(chain, handle, comment) of imgtool's container rules (of one container, if given)."""
-    if not shutil.which("nft") or not _table_exists():
+    if not _has_nft() or not _table_exists():
         return []
     import subprocess
 
@@ -177,5 +190,5 @@ def unpublish(cid: str) -> None:
 
 
 def remove_table() -> None:
-    if shutil.which("nft") and _table_exists():
+    if _has_nft() and _table_exists():
         _nft(f"delete table ip {TABLE}\n")

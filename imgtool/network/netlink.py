@@ -8,11 +8,11 @@ below are the stable kernel ABI of <linux/rtnetlink.h> and <linux/if_link.h>.
 
 from __future__ import annotations
 
+import _socket  # the C module: the `socket` wrapper costs a bridged run ~5 ms to import
 import contextlib
 import errno
 import ipaddress
 import os
-import socket
 import struct
 from collections.abc import Iterator
 
@@ -103,8 +103,8 @@ class Netlink:
             self.sock = self._socket(protocol)
 
     @staticmethod
-    def _socket(protocol: int) -> socket.socket:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+    def _socket(protocol: int) -> _socket.socket:
+        s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, protocol)
         s.bind((0, 0))
         return s
 
@@ -140,7 +140,7 @@ class Netlink:
     # links
 
     def link_index(self, name: str) -> int | None:
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr(IFLA_IFNAME, name)
+        body = _IFINFO.pack(_socket.AF_UNSPEC, 0, 0, 0, 0) + attr(IFLA_IFNAME, name)
         try:
             answers = self.request(RTM_GETLINK, 0, body, f"link {name}")
         except NetlinkError as e:
@@ -181,13 +181,13 @@ class Netlink:
 
     def add_address(self, index: int, address: str, prefixlen: int) -> None:
         raw = ipaddress.IPv4Address(address).packed
-        body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+        body = _IFADDR.pack(_socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
         body += attr(IFA_LOCAL, raw) + attr(IFA_ADDRESS, raw)
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"add {address}/{prefixlen}")
 
     def addresses(self, index: int) -> list[str]:
         """The IPv4 addresses of one link."""
-        body = _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)
+        body = _IFADDR.pack(_socket.AF_INET, 0, 0, 0, 0)
         out = []
         for _, payload in self.request(RTM_GETADDR, NLM_F_DUMP, body, "dump addresses"):
             if _IFADDR.unpack_from(payload)[4] == index:
@@ -199,7 +199,7 @@ class Netlink:
 
     def add_default_route(self, gateway: str) -> None:
         body = _RTMSG.pack(
-            socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0
+            _socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0
         )
         body += attr(RTA_GATEWAY, ipaddress.IPv4Address(gateway).packed)
         self.request(
@@ -208,7 +208,7 @@ class Netlink:
 
     def routes(self) -> Iterator[tuple[str, int, int]]:
         """IPv4 routes of the main table: (destination, prefix length, output link index)."""
-        body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        body = _RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
         for _, payload in self.request(RTM_GETROUTE, NLM_F_DUMP, body, "dump routes"):
             dst_len, table = _RTMSG.unpack_from(payload)[1], _RTMSG.unpack_from(payload)[4]
             if table != RT_TABLE_MAIN:

@@ -6,7 +6,9 @@ registries.conf, such as resolving a short name for the store, stay quick to sta
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ClientPool", "RegistryClient", "TransportOptions"]
 

@@ -14,50 +14,85 @@
 Read from $CONTAINERS_REGISTRIES_CONF, else ~/.config/containers/registries.conf, else
 /etc/containers/registries.conf, plus the drop-ins of the matching registries.conf.d.
 Short names resolve as Docker resolves them (docker.io), unless an alias names them.
+
+What the files say is kept, parsed, in the user's cache (`~/.cache/imgtool/registries.json`),
+under the identity of every file read (path, device, inode, size, modification and change
+times; ctime cannot be set back by hand): Debian's short-name aliases alone cost a re-pull or
+a `run` of a short name ~10 ms to parse (tomllib, with typing and datetime). A file added,
+removed or changed, or a cache file anyone but our user could have written, means the files
+are read again.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from imgtool import reference as refs
+from imgtool.atomic import read_private, write_private
 from imgtool.errors import ConfigError, InvalidReference
 from imgtool.reference import Reference
+from imgtool.values import Frozen
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(Frozen):
     """Where to ask for a repository: a host, the repository path there, and whether plain
     HTTP or an unverified certificate is allowed."""
 
+    __slots__ = ("host", "repository", "insecure", "mirror")
     host: str
     repository: str
-    insecure: bool = False
-    mirror: bool = False
+    insecure: bool
+    mirror: bool
+
+    def __init__(
+        self, host: str, repository: str, insecure: bool = False, mirror: bool = False
+    ) -> None:
+        self._init(host, repository, insecure, mirror)
 
     def __str__(self) -> str:
         return f"{self.host}/{self.repository}"
 
 
-@dataclass(frozen=True)
-class RegistryEntry:
+class RegistryEntry(Frozen):
+    __slots__ = ("prefix", "location", "insecure", "blocked", "mirrors")
     prefix: str
     location: str
-    insecure: bool = False
-    blocked: bool = False
-    mirrors: tuple[tuple[str, bool, str], ...] = ()  # (location, insecure, pull-from-mirror)
+    insecure: bool
+    blocked: bool
+    mirrors: tuple[tuple[str, bool, str], ...]  # (location, insecure, pull-from-mirror)
+
+    def __init__(
+        self,
+        prefix: str,
+        location: str,
+        insecure: bool = False,
+        blocked: bool = False,
+        mirrors: tuple[tuple[str, bool, str], ...] = (),
+    ) -> None:
+        self._init(prefix, location, insecure, blocked, mirrors)
 
 
-@dataclass(frozen=True)
-class RegistriesConf:
-    registries: tuple[RegistryEntry, ...] = ()
-    aliases: dict[str, str] = field(default_factory=dict)
-    sources: tuple[str, ...] = ()
+class RegistriesConf(Frozen):
+    __slots__ = ("registries", "aliases", "sources")
+    registries: tuple[RegistryEntry, ...]
+    aliases: dict[str, str]
+    sources: tuple[str, ...]
+
+    def __init__(
+        self,
+        registries: tuple[RegistryEntry, ...] = (),
+        aliases: dict[str, str] | None = None,
+        sources: tuple[str, ...] = (),
+    ) -> None:
+        self._init(registries, {} if aliases is None else aliases, sources)
 
     def entry_for(self, name: str) -> RegistryEntry | None:
         """The entry whose prefix matches `name` (host/repository) longest, as the man page says."""
@@ -144,7 +179,8 @@ def default_paths() -> list[Path]:
 
 
 def load(paths: list[Path] | None = None) -> RegistriesConf:
-    """Read registries.conf and its drop-in directory; missing files mean no configuration."""
+    """Read registries.conf and its drop-in directory; missing files mean no configuration.
+    From the cache when it holds these very files (see the module's docstring)."""
     files: list[Path] = []
     for p in paths if paths is not None else default_paths():
         if p.is_file():
@@ -152,10 +188,94 @@ def load(paths: list[Path] | None = None) -> RegistriesConf:
         dropins = p.with_name(p.name + ".d")
         if dropins.is_dir():
             files += sorted(dropins.glob("*.conf"))
+    if not files:
+        return RegistriesConf()
+    identity = _identity(files)
+    conf = _cached(identity) if identity is not None else None
+    if conf is None:
+        conf = _parse(files)
+        if identity is not None:
+            _keep(identity, conf)
+    return conf
+
+
+CACHE_FILE = "registries.json"
+CACHE_LIMIT = 4 << 20
+CACHE_FORMAT = 1  # raised when what is kept, or how the files are read, changes
+
+
+def cache_dir() -> Path | None:
+    """$XDG_CACHE_HOME/imgtool (~/.cache/imgtool); None without a home to put it in."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    try:
+        # a relative XDG_CACHE_HOME is to be ignored (XDG Base Directory specification)
+        return (Path(xdg) if xdg.startswith("/") else Path.home() / ".cache") / "imgtool"
+    except RuntimeError:
+        return None
+
+
+def _identity(files: list[Path]) -> list[list[object]] | None:
+    """What says that a file is the one parsed before: a change of content changes its size or
+    its times, and a replaced file its inode. None when one is gone already (the parse says
+    so)."""
+    out: list[list[object]] = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            return None
+        out.append([str(f), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    return out
+
+
+def _cached(identity: list[list[object]]) -> RegistriesConf | None:
+    """The configuration the cache holds for exactly these files, or None."""
+    where = cache_dir()
+    raw = None if where is None else read_private(where, CACHE_FILE, CACHE_LIMIT)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+        if doc["format"] != CACHE_FORMAT or doc["files"] != identity:
+            return None
+        registries = tuple(
+            RegistryEntry(
+                str(prefix),
+                str(location),
+                bool(insecure),
+                bool(blocked),
+                tuple((str(loc), bool(ins), str(how)) for loc, ins, how in mirrors),
+            )
+            for prefix, location, insecure, blocked, mirrors in doc["registries"]
+        )
+        aliases = {str(k): str(v) for k, v in doc["aliases"].items()}
+        sources = tuple(str(s) for s in doc["sources"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # damaged or of another version: read the files again
+    return RegistriesConf(registries, aliases, sources)
+
+
+def _keep(identity: list[list[object]], conf: RegistriesConf) -> None:
+    doc = {
+        "format": CACHE_FORMAT,
+        "files": identity,
+        "registries": [
+            [e.prefix, e.location, e.insecure, e.blocked, [list(m) for m in e.mirrors]]
+            for e in conf.registries
+        ],
+        "aliases": conf.aliases,
+        "sources": list(conf.sources),
+    }
+    where = cache_dir()
+    if where is not None:
+        write_private(where, CACHE_FILE, json.dumps(doc).encode())
+
+
+def _parse(files: list[Path]) -> RegistriesConf:
     registries: dict[str, RegistryEntry] = {}
     aliases: dict[str, str] = {}
-    if files:
-        import tomllib  # only when there is a file: most commands start without one
+    import tomllib  # only when there is a file and the cache does not hold it
+
     for f in files:
         try:
             doc = tomllib.loads(f.read_text())

@@ -7,17 +7,18 @@ that a re-pull's one HEAD (`quickhead`) can use the same trust rules without loa
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from imgtool import __version__
 from imgtool.errors import ConfigError
 from imgtool.registry.config import LOCAL_HOSTS
+from imgtool.values import Frozen
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    import ssl
+
     from imgtool.registry.credentials import Credentials
 
 USER_AGENT = f"imgtool/{__version__}"
@@ -26,18 +27,55 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_CONFIG_BYTES = 4 << 20
 
 
-@dataclass(frozen=True)
-class TransportOptions:
-    insecure: bool = False  # plain HTTP allowed and certificates not verified
-    cert_dir: Path | None = None  # replaces the certs.d lookup, as skopeo's --cert-dir
-    retries: int = 4
-    backoff: float = 0.5
-    max_retry_after: float = 60.0
-    timeout: float = 60.0
-    chunk_size: int = 32 << 20  # blobs above this are uploaded in chunks of this size
-    credentials: Credentials | None = None  # overrides the auth files
-    anonymous: bool = False
-    notice: Callable[[str], None] | None = None  # told once per registry: unverified TLS
+class TransportOptions(Frozen):
+    __slots__ = (
+        "insecure",
+        "cert_dir",
+        "retries",
+        "backoff",
+        "max_retry_after",
+        "timeout",
+        "chunk_size",
+        "credentials",
+        "anonymous",
+        "notice",
+    )
+    insecure: bool
+    cert_dir: Path | None
+    retries: int
+    backoff: float
+    max_retry_after: float
+    timeout: float
+    chunk_size: int
+    credentials: Credentials | None
+    anonymous: bool
+    notice: Callable[[str], None] | None
+
+    def __init__(
+        self,
+        insecure: bool = False,  # plain HTTP allowed and certificates not verified
+        cert_dir: Path | None = None,  # replaces the certs.d lookup, as skopeo's --cert-dir
+        retries: int = 4,
+        backoff: float = 0.5,
+        max_retry_after: float = 60.0,
+        timeout: float = 60.0,
+        chunk_size: int = 32 << 20,  # blobs above this are uploaded in chunks of this size
+        credentials: Credentials | None = None,  # overrides the auth files
+        anonymous: bool = False,
+        notice: Callable[[str], None] | None = None,  # told once per registry: unverified TLS
+    ) -> None:
+        self._init(
+            insecure,
+            cert_dir,
+            retries,
+            backoff,
+            max_retry_after,
+            timeout,
+            chunk_size,
+            credentials,
+            anonymous,
+            notice,
+        )
 
 
 def host_of(host: str) -> str:
@@ -97,6 +135,8 @@ def tls_context(host: str, opts: TransportOptions) -> ssl.SSLContext:
     """The TLS context for one registry: the operating system's trust store (OpenSSL's default
     paths, so SSL_CERT_FILE, SSL_CERT_DIR and what update-ca-certificates installed) plus the
     host's certs.d CAs, as skopeo and podman trust; no verification at all when insecure."""
+    import ssl  # here: a plain-HTTP registry never needs it (~9 ms)
+
     cas, client = _certs_d(host, opts.cert_dir)
     if opts.insecure:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -126,6 +166,8 @@ def _ssl_reason(e: Exception) -> str:
 
 
 def _no_system_trust_store() -> bool:
+    import ssl
+
     paths = ssl.get_default_verify_paths()  # None where the file or directory does not exist
     return paths.cafile is None and paths.capath is None
 

@@ -26,12 +26,12 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from imgtool.errors import SandboxError
 from imgtool.sandbox import devices, liveness
 from imgtool.sandbox.devices import DEFAULT_RULES, DeviceRule
+from imgtool.values import Frozen
 
 CGROUP_ROOT = Path(os.environ.get("IMGTOOL_CGROUP_ROOT", "/sys/fs/cgroup"))
 PARENT = "imgtool"
@@ -40,11 +40,16 @@ V1_HIERARCHIES = ("memory", "pids", "cpu", "devices")  # the freezer too, where 
 BPF_LICENSE = "Apache-2.0"  # the project's (a device filter calls no GPL-only helper)
 
 
-@dataclass(frozen=True)
-class Limits:
-    memory: int | None = None  # bytes
-    cpus: float | None = None
-    pids: int | None = None
+class Limits(Frozen):
+    __slots__ = ("memory", "cpus", "pids")
+    memory: int | None  # bytes
+    cpus: float | None
+    pids: int | None
+
+    def __init__(
+        self, memory: int | None = None, cpus: float | None = None, pids: int | None = None
+    ) -> None:
+        self._init(memory, cpus, pids)
 
     def any(self) -> bool:
         return any(v is not None for v in (self.memory, self.cpus, self.pids))
@@ -378,7 +383,11 @@ def stale() -> list[Path]:
     out = []
     for b in _bases():
         if b.is_dir() and not b.is_symlink():
-            out += [d for d in b.iterdir() if d.is_dir() and not liveness.held(d.name)]
+            # scandir: every `run` walks every container's cgroup on the host, in each
+            # hierarchy; its entries say which are directories without a stat of each
+            with os.scandir(b) as entries:
+                dirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+            out += [b / name for name in dirs if not liveness.held(name)]
     return out
 
 

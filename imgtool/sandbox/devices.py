@@ -26,22 +26,34 @@ import stat
 import struct
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from imgtool.values import Frozen
 
 ACCESS = "rwm"
 # majors are 12 bits and minors 20 in dev_t; an eBPF immediate holds 31 (it is signed)
 MAX_NUMBER = (1 << 31) - 1
 
 
-@dataclass(frozen=True)
-class DeviceRule:
+class DeviceRule(Frozen):
+    __slots__ = ("kind", "major", "minor", "access", "allow")
     kind: str  # "a" (all devices), "c" (char) or "b" (block)
-    major: int | None = None  # None: any
-    minor: int | None = None
-    access: str = ACCESS  # a non-empty subset of "rwm"
-    allow: bool = True
+    major: int | None  # None: any
+    minor: int | None
+    access: str  # a non-empty subset of "rwm"
+    allow: bool
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        kind: str,
+        major: int | None = None,
+        minor: int | None = None,
+        access: str = ACCESS,
+        allow: bool = True,
+    ) -> None:
+        self._init(kind, major, minor, access, allow)
+        self._check()
+
+    def _check(self) -> None:
         if self.kind not in ("a", "c", "b"):
             raise ValueError(f"device rule kind {self.kind!r} is not a, c or b")
         if not valid_access(self.access):
@@ -121,13 +133,16 @@ ACC_BITS = {"m": ACC_MKNOD, "r": ACC_READ, "w": ACC_WRITE}
 ACC_ALL = ACC_MKNOD | ACC_READ | ACC_WRITE
 
 
-@dataclass(frozen=True)
-class Insn:
+class Insn(Frozen):
+    __slots__ = ("code", "dst", "src", "off", "imm")
     code: int
-    dst: int = 0
-    src: int = 0
-    off: int = 0
-    imm: int = 0
+    dst: int
+    src: int
+    off: int
+    imm: int
+
+    def __init__(self, code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> None:
+        self._init(code, dst, src, off, imm)
 
     def encode(self) -> bytes:
         # struct bpf_insn {u8 code; u8 dst_reg:4, src_reg:4; s16 off; s32 imm;}: the bit-field
@@ -189,10 +204,20 @@ def v2_program(rules: Sequence[DeviceRule]) -> bytes:
     return b"".join(i.encode() for i in insns)
 
 
-@dataclass(frozen=True)
-class DeviceMapping:
+class DeviceMapping(Frozen):
     """A host device node given to a container (`--device`)."""
 
+    __slots__ = (
+        "host_path",
+        "container_path",
+        "kind",
+        "major",
+        "minor",
+        "mode",
+        "uid",
+        "gid",
+        "perms",
+    )
     host_path: str
     container_path: str
     kind: str  # "c" or "b"
@@ -202,6 +227,20 @@ class DeviceMapping:
     uid: int
     gid: int
     perms: str  # what the container may do with it: a subset of "rwm"
+
+    def __init__(
+        self,
+        host_path: str,
+        container_path: str,
+        kind: str,
+        major: int,
+        minor: int,
+        mode: int,
+        uid: int,
+        gid: int,
+        perms: str,
+    ) -> None:
+        self._init(host_path, container_path, kind, major, minor, mode, uid, gid, perms)
 
     def rule(self) -> DeviceRule:
         return DeviceRule(self.kind, self.major, self.minor, self.perms, allow=True)

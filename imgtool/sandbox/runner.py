@@ -23,12 +23,12 @@ import struct
 import sys
 import termios  # imported now: after pivot_root the container cannot import it
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from imgtool.errors import SandboxError
 from imgtool.sandbox import container, linux
 from imgtool.sandbox.cgroups import Cgroup
 from imgtool.sandbox.spec import DEFAULT_SECCOMP, SandboxSpec
+from imgtool.values import Frozen
 
 FORWARDED = (
     signal.SIGINT,
@@ -43,11 +43,14 @@ EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Frozen):
+    __slots__ = ("status", "signal", "oom_killed")
     status: int  # as docker reports it: the exit code, or 128 + the signal
-    signal: int = 0
-    oom_killed: bool = False
+    signal: int
+    oom_killed: bool
+
+    def __init__(self, status: int, signal: int = 0, oom_killed: bool = False) -> None:
+        self._init(status, signal, oom_killed)
 
 
 def _report(fd: int, e: BaseException) -> int:

@@ -12,14 +12,12 @@ and replaced, written atomically (a temporary file renamed over it).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from imgtool.atomic import atomic_write
+from imgtool.atomic import read_private, write_private
+from imgtool.digest import small_sha256 as sha256  # some 70 kB: no OpenSSL to load for it
 
 MAGIC = b"imgtool-seccomp-1\n"
 BPF_MAX_INSNS = 4096  # the kernel's limit (seccomp_bpf.MAX_INSNS; a test keeps them equal)
@@ -35,7 +33,7 @@ COMPILER_FILES = (
 
 
 def cache_key(caps: Iterable[str], machine: str, kernel_release: str) -> str:
-    h = hashlib.sha256()
+    h = sha256()
     for name in COMPILER_FILES:
         data = (_HERE / name).read_bytes()
         h.update(f"{name}\0{len(data)}\0".encode())
@@ -43,33 +41,6 @@ def cache_key(caps: Iterable[str], machine: str, kernel_release: str) -> str:
     names = sorted({c.upper().removeprefix("CAP_") for c in caps})
     h.update(f"{machine}\0{kernel_release}\0{','.join(names)}".encode())
     return h.hexdigest()
-
-
-def _trusted_dir(fd: int) -> bool:
-    st = os.fstat(fd)
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-def _open_trusted_dir(cache_dir: Path) -> int | None:
-    """A descriptor of `cache_dir` (the store's cache/<kind>), when it and its parent are ours
-    alone; opened without following symlinks."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        parent = os.open(cache_dir.parent, flags)
-    except OSError:
-        return None
-    try:
-        if not _trusted_dir(parent):
-            return None
-        fd = os.open(cache_dir.name, flags, dir_fd=parent)
-    except OSError:
-        return None
-    finally:
-        os.close(parent)
-    if _trusted_dir(fd):
-        return fd
-    os.close(fd)
-    return None
 
 
 def _decode(blob: bytes) -> bytes | None:
@@ -81,38 +52,24 @@ def _decode(blob: bytes) -> bytes | None:
     program = blob[head:]
     if size != len(program) or size % 8 or not 0 < size <= BPF_MAX_INSNS * 8:
         return None
-    if hashlib.sha256(program).digest() != blob[len(MAGIC) + 8 : head]:
+    if sha256(program).digest() != blob[len(MAGIC) + 8 : head]:
         return None
     return program
 
 
 def encode(program: bytes) -> bytes:
-    return MAGIC + len(program).to_bytes(8, "little") + hashlib.sha256(program).digest() + program
+    return MAGIC + len(program).to_bytes(8, "little") + sha256(program).digest() + program
 
 
 def read(cache_dir: Path, key: str) -> bytes | None:
     """The cached program under `key`, or None (missing, untrusted or damaged)."""
-    dir_fd = _open_trusted_dir(cache_dir)
-    if dir_fd is None:
-        return None
-    try:
-        fd = os.open(f"{key}.bpf", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
-        return None
-    finally:
-        os.close(dir_fd)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return None
-        return _decode(f.read(len(MAGIC) + 40 + BPF_MAX_INSNS * 8 + 1))
+    blob = read_private(cache_dir, f"{key}.bpf", len(MAGIC) + 40 + BPF_MAX_INSNS * 8 + 1)
+    return None if blob is None else _decode(blob)
 
 
 def write(cache_dir: Path, key: str, program: bytes) -> None:
     """Keep `program` under `key`; a store we cannot write to just goes without a cache."""
-    with contextlib.suppress(OSError):
-        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(cache_dir / f"{key}.bpf", encode(program), mode=0o600, durable=False)
+    write_private(cache_dir, f"{key}.bpf", encode(program))
 
 
 def default_filter(caps: Iterable[str], cache_dir: Path) -> bytes:

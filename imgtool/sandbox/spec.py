@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from imgtool.sandbox.cgroups import Limits
 from imgtool.sandbox.devices import DEFAULT_RULES, DeviceRule
+from imgtool.values import Frozen, Value
 
 # Docker's default capability set (moby's oci/caps/defaults.go)
 DEFAULT_CAPS = (
@@ -85,76 +84,188 @@ MASKED_PATHS = (
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 
-@dataclass(frozen=True)
-class BindMount:
+class BindMount(Frozen):
+    __slots__ = ("source", "target", "readonly")
     source: str  # a host path
     target: str  # a path in the container
-    readonly: bool = False
+    readonly: bool
+
+    def __init__(self, source: str, target: str, readonly: bool = False) -> None:
+        self._init(source, target, readonly)
 
 
-@dataclass(frozen=True)
-class TmpfsMount:
+class TmpfsMount(Frozen):
     """A fresh tmpfs in the container (RUN --mount=type=tmpfs): nothing of it reaches a layer."""
 
+    __slots__ = ("target", "size")
     target: str  # a path in the container
-    size: int = 0  # bytes; 0: the kernel's default (half of RAM)
+    size: int  # bytes; 0: the kernel's default (half of RAM)
+
+    def __init__(self, target: str, size: int = 0) -> None:
+        self._init(target, size)
 
 
 DEFAULT_SECCOMP = b"default"  # not a program: the runner compiles the default profile
 
 
-@dataclass(frozen=True)
-class DeviceNode:
+class DeviceNode(Frozen):
     """A host device made in the container's /dev (`--device`, `--privileged`)."""
 
+    __slots__ = ("path", "kind", "major", "minor", "mode", "uid", "gid")
     path: str  # in the container
     kind: str  # "c" or "b"
     major: int
     minor: int
-    mode: int = 0o666  # permission bits
-    uid: int = 0
-    gid: int = 0
+    mode: int  # permission bits
+    uid: int
+    gid: int
+
+    def __init__(
+        self,
+        path: str,
+        kind: str,
+        major: int,
+        minor: int,
+        mode: int = 0o666,
+        uid: int = 0,
+        gid: int = 0,
+    ) -> None:
+        self._init(path, kind, major, minor, mode, uid, gid)
 
 
-@dataclass
-class SandboxSpec:
+class SandboxSpec(Value):
+    """Everything the runner needs to make and start a container."""
+
+    __slots__ = (
+        "argv",
+        "lower_dirs",
+        "layers_dir",
+        "upper_dir",
+        "work_dir",
+        "rootfs",
+        "env",
+        "cwd",
+        "user",
+        "hostname",
+        "network",
+        "netns",
+        "mounts",
+        "etc_files",
+        "limits",
+        "caps",
+        "no_new_privs",
+        "seccomp",
+        "devices",
+        "privileged",
+        "device_rules",
+        "cgroup_hierarchies",
+        "tty",
+        "stdin",
+        "stdout",
+        "stderr",
+        "init",
+        "readonly_rootfs",
+    )
     argv: list[str]
-    lower_dirs: list[str]  # overlay lower dirs, relative to `layers_dir`, lowest layer first
-    layers_dir: str  # where the short layer names live (the mount is done from there)
+    lower_dirs: list[str]
+    layers_dir: str
     upper_dir: str
     work_dir: str
-    rootfs: str  # the mount point
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: str = "/"
-    user: str = ""  # as in the image config: "", "name", "uid", "uid:gid", "name:group"
-    hostname: str = "imgtool"
-    network: str = "none"  # none | host | bridge (then `netns` names the namespace to join)
-    netns: str = ""
-    mounts: list[BindMount | TmpfsMount] = field(default_factory=list)
-    etc_files: dict[str, str] = field(default_factory=dict)  # /etc/hosts etc -> host file
-    limits: Limits = field(default_factory=Limits)
-    caps: tuple[str, ...] = DEFAULT_CAPS
-    no_new_privs: bool = True
-    # the filter of sandbox/seccomp.py: DEFAULT_SECCOMP (the default profile, compiled by the
-    # runner for `caps`), a compiled program, or None: unconfined
-    seccomp: bytes | None = DEFAULT_SECCOMP
-    devices: list[DeviceNode] = field(default_factory=list)
-    # all capabilities, every host device, no masked paths, /sys writable (the seccomp filter,
-    # the device cgroup and the capability set are the caller's to drop)
-    privileged: bool = False
-    # the device cgroup's allow-list (sandbox/devices.py); None: every device (--privileged)
-    device_rules: tuple[DeviceRule, ...] | None = DEFAULT_RULES
-    # cgroup hierarchies the container has its own cgroup in, as mounted under /sys/fs/cgroup
-    # ("unified" for v2, "memory", "cpu,cpuacct"… on v1): its read-only view of them
-    cgroup_hierarchies: list[str] = field(default_factory=list)
-    tty: bool = False
-    stdin: bool = True
-    # descriptors (of the caller's process) that become the command's stdout and stderr; None:
-    # the caller's own
-    stdout: int | None = None
-    stderr: int | None = None
-    init: bool = False  # a minimal init as PID 1 that reaps zombies and forwards signals
-    readonly_rootfs: bool = False
+    rootfs: str
+    env: dict[str, str]
+    cwd: str
+    user: str
+    hostname: str
+    network: str
+    netns: str
+    mounts: list[BindMount | TmpfsMount]
+    etc_files: dict[str, str]
+    limits: Limits
+    caps: tuple[str, ...]
+    no_new_privs: bool
+    seccomp: bytes | None
+    devices: list[DeviceNode]
+    privileged: bool
+    device_rules: tuple[DeviceRule, ...] | None
+    cgroup_hierarchies: list[str]
+    tty: bool
+    stdin: bool
+    stdout: int | None
+    stderr: int | None
+    init: bool
+    readonly_rootfs: bool
+
+    def __init__(
+        self,
+        argv: list[str],
+        lower_dirs: list[str],  # overlay lower dirs, relative to `layers_dir`, lowest first
+        layers_dir: str,  # where the short layer names live (the mount is done from there)
+        upper_dir: str,
+        work_dir: str,
+        rootfs: str,  # the mount point
+        env: dict[str, str] | None = None,
+        cwd: str = "/",
+        user: str = "",  # as in the image config: "", "name", "uid", "uid:gid", "name:group"
+        hostname: str = "imgtool",
+        network: str = "none",  # none | host | bridge (then `netns` names the namespace to join)
+        netns: str = "",
+        mounts: list[BindMount | TmpfsMount] | None = None,
+        etc_files: dict[str, str] | None = None,  # /etc/hosts etc -> host file
+        limits: Limits | None = None,
+        caps: tuple[str, ...] = DEFAULT_CAPS,
+        no_new_privs: bool = True,
+        # the filter of sandbox/seccomp.py: DEFAULT_SECCOMP (the default profile, compiled by
+        # the runner for `caps`), a compiled program, or None: unconfined
+        seccomp: bytes | None = DEFAULT_SECCOMP,
+        devices: list[DeviceNode] | None = None,
+        # all capabilities, every host device, no masked paths, /sys writable (the seccomp
+        # filter, the device cgroup and the capability set are the caller's to drop)
+        privileged: bool = False,
+        # the device cgroup's allow-list (sandbox/devices.py); None: every device (--privileged)
+        device_rules: tuple[DeviceRule, ...] | None = DEFAULT_RULES,
+        # cgroup hierarchies the container has its own cgroup in, as mounted under
+        # /sys/fs/cgroup ("unified" for v2, "memory", "cpu,cpuacct"… on v1): its read-only
+        # view of them
+        cgroup_hierarchies: list[str] | None = None,
+        tty: bool = False,
+        stdin: bool = True,
+        # descriptors (of the caller's process) that become the command's stdout and stderr;
+        # None: the caller's own
+        stdout: int | None = None,
+        stderr: int | None = None,
+        init: bool = False,  # a minimal init as PID 1 that reaps zombies and forwards signals
+        readonly_rootfs: bool = False,
+    ) -> None:
+        self._init(
+            argv,
+            lower_dirs,
+            layers_dir,
+            upper_dir,
+            work_dir,
+            rootfs,
+            {} if env is None else env,
+            cwd,
+            user,
+            hostname,
+            network,
+            netns,
+            [] if mounts is None else mounts,
+            {} if etc_files is None else etc_files,
+            Limits() if limits is None else limits,
+            caps,
+            no_new_privs,
+            seccomp,
+            [] if devices is None else devices,
+            privileged,
+            device_rules,
+            [] if cgroup_hierarchies is None else cgroup_hierarchies,
+            tty,
+            stdin,
+            stdout,
+            stderr,
+            init,
+            readonly_rootfs,
+        )
 
 
 def resolve_caps(add: list[str], drop: list[str]) -> tuple[str, ...]:

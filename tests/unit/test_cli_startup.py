@@ -11,10 +11,8 @@ from pathlib import Path
 import click
 import pytest
 
-from imgtool import mediatypes as mt
-from imgtool import oci
 from imgtool.cli import COMMANDS, SUMMARIES, cli
-from imgtool.store import Store
+from tests.unit.test_import_cost import store_with_one_image
 
 
 def loaded_after(code: str, tmp_path: Path) -> set[str]:
@@ -95,19 +93,7 @@ def test_run_of_a_stored_image_loads_no_openssl(tmp_path: Path) -> None:
         "img = store.image('one')\n"
         "assert img.digest == {d.ref_name: d.digest for d in store.entries()}['one']\n"
     )
-    store = Store(tmp_path / "s").init()
-    cfg = store.write_blob(
-        b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
-    )
-    raw = oci.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": {"mediaType": mt.OCI_CONFIG, "digest": cfg, "size": store.blob_size(cfg)},
-            "layers": [],
-        }
-    )
-    store.set_ref("one", oci.Descriptor(mt.OCI_MANIFEST, store.write_blob(raw), len(raw)))
+    store_with_one_image(tmp_path / "s")
     mods = loaded_after(code, tmp_path)
     assert "imgtool.layer.unpacked" in mods
     assert "hashlib" not in mods and "_hashlib" not in mods
