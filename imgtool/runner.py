@@ -310,6 +310,7 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
         stderr=opts.stderr,
         init=opts.init,
         readonly_rootfs=opts.read_only,
+        volatile=opts.rm,  # its upper dir goes with it
         seccomp=seccomp,
         caps=caps,
         devices=nodes,

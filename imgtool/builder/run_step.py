@@ -242,6 +242,7 @@ class RunStep:
             stdin=False,
             caps=DEFAULT_CAPS,
             seccomp=self.s.default_seccomp(DEFAULT_CAPS),
+            volatile=True,  # the upper dir is read into a layer, then removed
         )
         try:
             from imgtool.builder import sandboxed  # a fully cached build runs no step

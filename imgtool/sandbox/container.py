@@ -72,10 +72,25 @@ def mount_rootfs(spec: SandboxSpec) -> None:
     lower = ":".join(reversed(spec.lower_dirs))  # overlay lists the top layer first
     if spec.lower_dirs:
         opts = f"lowerdir={lower},upperdir={spec.upper_dir},workdir={spec.work_dir}"
-        linux.mount("overlay", spec.rootfs, "overlay", 0, opts)
+        if not (spec.volatile and _mounted_volatile(spec.rootfs, opts)):
+            linux.mount("overlay", spec.rootfs, "overlay", 0, opts)
     else:  # FROM scratch: an empty lower layer is not allowed, bind the upper dir
         linux.mount(spec.upper_dir, spec.rootfs, "", linux.MS_BIND)
     os.chdir("/")
+
+
+def _mounted_volatile(rootfs: str, opts: str) -> bool:
+    """The overlay mounted `volatile`, for an upper dir that is thrown away at exit: then its
+    unmount does not sync the host's file system (on the first run after a pull that wrote
+    back the whole pull: ~0.5 s), nor does an fsync inside. False on a kernel without the
+    option (before 5.10)."""
+    try:
+        linux.mount("overlay", rootfs, "overlay", 0, opts + ",volatile")
+    except SandboxError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        return False
+    return True
 
 
 def _opened_target(root_fd: int, path: str, is_file: bool) -> int:

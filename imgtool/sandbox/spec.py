@@ -165,6 +165,7 @@ class SandboxSpec(Value):
         "stderr",
         "init",
         "readonly_rootfs",
+        "volatile",
     )
     argv: list[str]
     lower_dirs: list[str]
@@ -194,6 +195,7 @@ class SandboxSpec(Value):
     stderr: int | None
     init: bool
     readonly_rootfs: bool
+    volatile: bool
 
     def __init__(
         self,
@@ -235,6 +237,9 @@ class SandboxSpec(Value):
         stderr: int | None = None,
         init: bool = False,  # a minimal init as PID 1 that reaps zombies and forwards signals
         readonly_rootfs: bool = False,
+        # an overlay whose upper dir is thrown away at exit (run --rm, a RUN step): no sync
+        # of the host's file system when it is unmounted, and none of fsync inside it
+        volatile: bool = False,
     ) -> None:
         self._init(
             argv,
@@ -265,6 +270,7 @@ class SandboxSpec(Value):
             stderr,
             init,
             readonly_rootfs,
+            volatile,
         )
 
 

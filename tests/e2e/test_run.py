@@ -173,6 +173,20 @@ def test_copy_up_never_changes_a_layer(busybox: str, store: Store) -> None:
     assert lines[2] != "x"  # the line the first container appended to /etc/group
 
 
+def test_only_a_container_removed_at_exit_has_a_volatile_overlay(busybox: str) -> None:
+    """--rm: the upper dir goes at exit, so its unmount must not sync the host's disk; a
+    container that stays keeps a crash-safe overlay (it can be started again)."""
+    root_opts = "awk '$5 == \"/\" {print $NF}' /proc/self/mountinfo"
+    r = sh(busybox, root_opts)
+    volatile = {"volatile", "fsync=volatile"}  # the second since Linux 6.x
+    assert r.code == 0 and volatile & set(r.out.strip().split(",")), (r.out, r.err)
+    r = imgtool("run", "--name", "kept", busybox, "sh", "-c", root_opts)
+    try:
+        assert r.code == 0 and "upperdir=" in r.out and "volatile" not in r.out, (r.out, r.err)
+    finally:
+        imgtool("rm", "-f", "kept")
+
+
 def _tree(root: Path) -> dict[str, tuple]:
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
