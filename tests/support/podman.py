@@ -2,7 +2,7 @@
 
 It runs with configuration files of its own, so nothing of the host's (/etc/containers, /etc/cni,
 /var/lib/containers) is read or changed:
-- CONTAINERS_CONF: Docker's default capability set (whatever containers-common's version ships),
+- CONTAINERS_CONF: runc, Docker's default capability set (whatever containers-common's version ships),
   rlimits at or under this process's hard limits (without CAP_SYS_RESOURCE, as here, runc fails
   "setrlimit … Operation not permitted" on podman's own defaults), cgroupfs, a file event log,
   runtime state under our root, and no network by default (a bridge would add the host's
@@ -73,6 +73,9 @@ def containers_conf(root: Path) -> str:
         f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
         'netns = "none"\n'
         "[engine]\n"
+        # runc, which test.sh installs: podman would take crun where it is installed, and crun
+        # refuses a v1/v2 hybrid host with a controller on the v2 side
+        'runtime = "runc"\n'
         'cgroup_manager = "cgroupfs"\n'
         'events_logger = "file"\n'
         f'tmp_dir = "{root}/run/libpod"\n'
