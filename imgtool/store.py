@@ -13,9 +13,11 @@ holds it exclusive, so it never removes a blob that a running pull has written b
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -145,14 +147,15 @@ class Ingest:
         self.offset = 0
 
     def write(self, data: bytes) -> None:
+        if self.size is not None and self.offset + len(data) > self.size:
+            self.discard()  # more than the descriptor says: it can never become right
+            raise SizeMismatch(f"blob {self.digest}", self.size, self.offset + len(data))
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
         self._hash.update(data)
         self.offset += len(data)
-        if self.size is not None and self.offset > self.size:
-            raise SizeMismatch(f"blob {self.digest}", self.size, self.offset)
 
     def verify(self) -> None:
         """Check size and digest of what was written, without moving it: a transaction
@@ -248,10 +251,41 @@ class Store:
         return self.blob_path(digest).is_file()
 
     def open_blob(self, digest: str) -> BinaryIO:
+        """A blob, opened without following a symlink below the store's root, and only a
+        regular file: a layout a stranger made (`copy oci:DIR …`) must not make imgtool read,
+        and send on, a host file (a FIFO would block the read forever)."""
+        name = self.blob_path(digest).name
         try:
-            return open(self.blob_path(digest), "rb")
+            fd = self._open_below(("blobs", "sha256", name))
         except FileNotFoundError:
             raise BlobNotFound(digest) from None
+        return os.fdopen(fd, "rb")
+
+    def _open_below(self, parts: tuple[str, ...]) -> int:
+        """The regular file root/parts…, each component opened on its parent's descriptor
+        with O_NOFOLLOW; StoreError naming it when one is a symlink or not what it must be."""
+        nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        where = self.root
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for i, part in enumerate(parts):
+                where = where / part
+                last = i == len(parts) - 1
+                try:
+                    nxt = os.open(part, nofollow | (0 if last else os.O_DIRECTORY), dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise StoreError(f"{where}: a symlink or not a directory") from None
+                    raise
+                os.close(fd)
+                fd = nxt
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(f"{where}: not a regular file")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def read_blob(self, digest: str) -> bytes:
         with self.open_blob(digest) as f:
@@ -308,7 +342,8 @@ class Store:
     def _read_index(self) -> list[oci.Descriptor]:
         path = self.root / "index.json"
         try:
-            raw = path.read_bytes()
+            with os.fdopen(self._open_below(("index.json",)), "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             if not (self.root / "oci-layout").exists():
                 raise StoreError(f"{self.root} is not an OCI image layout") from None

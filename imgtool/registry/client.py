@@ -43,7 +43,7 @@ from imgtool.registry.options import (  # re-exported: the names callers have al
     TransportOptions,
 )
 from imgtool.registry.options import schemes as _schemes_for
-from imgtool.registry.plainhttp import PlainSession, TransportError
+from imgtool.registry.plainhttp import PlainSession, TransportError, body_length
 
 if TYPE_CHECKING:
     import requests
@@ -536,7 +536,7 @@ class RegistryClient:
         body: bytes | Callable[[], BinaryIO] | None,
         stream: bool,
     ) -> Response:
-        origin = urlsplit(url).netloc
+        origin = urlsplit(url)[:2]  # scheme and host: https to http must not carry them either
         hdrs = dict(headers)
         for _ in range(10):
             data = body() if callable(body) else body
@@ -549,7 +549,7 @@ class RegistryClient:
                 return resp
             url = urljoin(url, resp.headers["Location"])
             _discard(resp)
-            if urlsplit(url).netloc != origin:
+            if urlsplit(url)[:2] != origin:
                 hdrs.pop("Authorization", None)
             if resp.status_code == 303:
                 method, body = "GET", None
@@ -785,12 +785,24 @@ class RegistryClient:
             location = self._location(resp)
         chunk = self.options.chunk_size
         if size <= chunk:
+
+            def whole() -> BinaryIO:
+                f = opener()
+                try:
+                    held = body_length(f)
+                except ValueError:  # no size to check: plainhttp still sends no more than `size`
+                    return f
+                if held != size:  # a hostile layout's file: longer would smuggle a request
+                    f.close()
+                    raise SizeMismatch(f"blob {digest}", size, held)
+                return f
+
             self.request(
                 "PUT",
                 location,
                 scopes,
                 ok=(201,),
-                body=opener,
+                body=whole,
                 query={"digest": digest},
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             )

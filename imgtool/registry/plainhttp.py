@@ -27,12 +27,19 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 SEND_BLOCK = 1 << 20  # what a body without a file descriptor is sent in
+# An answer read whole (ping, upload and error answers, all well under a KiB from a registry)
+# is refused past this: a hostile server could send an endless body.
+MAX_WHOLE = 1 << 20
 # what a reused connection fails with when the server closed it before answering
 _STALE = (http.client.BadStatusLine, ConnectionResetError, BrokenPipeError)
 
 
 class TransportError(ConnectionError):
     """No whole answer: refused, reset or timed out, or a body that ended early."""
+
+
+class BodyLengthError(ValueError):
+    """A request body that is not as long as its Content-Length says."""
 
 
 class Headers(Mapping[str, str]):
@@ -76,7 +83,7 @@ class PlainResponse:
         self.headers = Headers(self._resp.getheaders())
         self._body: io.BytesIO | None = None  # a body read whole (not streamed)
         if not stream:
-            self._body = io.BytesIO(self.read())
+            self._body = io.BytesIO(self._whole())
             self.close()
 
     @property
@@ -110,8 +117,21 @@ class PlainResponse:
             raise TransportError(f"the answer from {self._shown} ended {left} bytes early")
         return data
 
+    def _whole(self) -> bytes:
+        """The rest of the body, refused past MAX_WHOLE; one cut short fails (`_take`)."""
+        data = b""
+        while len(data) <= MAX_WHOLE and (more := self.read(MAX_WHOLE + 1 - len(data))):
+            data += more
+        if len(data) > MAX_WHOLE:
+            raise TransportError(f"the answer from {self._shown} is over {MAX_WHOLE} bytes")
+        return data
+
     def json(self) -> Any:
-        return json.loads(self.read())
+        """The body as JSON: ValueError when it is not, or is too long to be an answer."""
+        try:
+            return json.loads(self._whole())
+        except TransportError as e:
+            raise ValueError(str(e)) from None
 
     def close(self) -> None:
         """Back to the pool when the whole body was read and the server keeps the
@@ -209,25 +229,33 @@ class PlainSession:
         headers: Mapping[str, str],
         data: bytes | BinaryIO | None,
     ) -> None:
-        names = {k.lower() for k in headers}
+        names = {k.lower(): v for k, v in headers.items()}
+        declared = names.get("content-length")
+        length = int(declared) if declared is not None else body_length(data)
         conn.putrequest(method, target, skip_accept_encoding=True)
         if "user-agent" not in names:
             conn.putheader("User-Agent", self.user_agent)
         for name, value in headers.items():
             conn.putheader(name, value)
-        if "content-length" not in names and (data is not None or method in ("PUT", "POST")):
-            conn.putheader("Content-Length", str(_length(data)))
+        if declared is None and (data is not None or method in ("PUT", "POST")):
+            conn.putheader("Content-Length", str(length))
         conn.endheaders()
         if data is None or isinstance(data, bytes):
-            if data:
+            sent = len(data or b"")
+            if data and sent == length:
                 conn.send(data)
-            return
-        assert conn.sock is not None  # endheaders() connected it
-        if _has_fileno(data):
-            conn.sock.sendfile(data, offset=data.tell())  # from where the file stands
-            return
-        while block := data.read(SEND_BLOCK):
-            conn.send(block)
+        elif _has_fileno(data):
+            assert conn.sock is not None  # endheaders() connected it
+            # never past the length announced: what follows would be read as the next request
+            sent = conn.sock.sendfile(data, offset=data.tell(), count=length) if length else 0
+        else:
+            sent = 0
+            while sent < length and (block := data.read(min(SEND_BLOCK, length - sent))):
+                conn.send(block)
+                sent += len(block)
+        if sent != length:
+            where = target.split("?")[0]
+            raise BodyLengthError(f"{method} {where}: a body of {sent} bytes, not {length}")
 
 
 def _has_fileno(data: BinaryIO) -> bool:
@@ -238,7 +266,7 @@ def _has_fileno(data: BinaryIO) -> bool:
     return True
 
 
-def _length(data: bytes | BinaryIO | None) -> int:
+def body_length(data: bytes | BinaryIO | None) -> int:
     """What is left to send: as requests' super_len, from len() or the file's size."""
     if data is None:
         return 0

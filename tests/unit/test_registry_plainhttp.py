@@ -61,10 +61,13 @@ class Server:
                 answer = self.answers.pop(0)(request)
                 if answer is None:
                     return
-                conn.sendall(answer)
-                if isinstance(answer, Cut):
-                    conn.shutdown(socket.SHUT_RDWR)
-                    return
+                try:
+                    conn.sendall(answer)
+                    if isinstance(answer, Cut):
+                        conn.shutdown(socket.SHUT_RDWR)
+                        return
+                except OSError:
+                    return  # the client went away first (it refused the answer)
 
     def close(self) -> None:
         self.listener.close()
@@ -188,6 +191,51 @@ def test_a_file_body_goes_whole_with_its_length(
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
     assert b"Content-Length: %d" % (len(blob.read_bytes()) - 1000) in head
     assert body == blob.read_bytes()[1000:]
+
+
+def test_a_file_longer_than_its_length_sends_only_the_length(
+    serve: Callable[[list[Answer]], Server], tmp_path: Path
+) -> None:
+    """A hostile layout's blob file longer than its descriptor: what is past the length must
+    not reach the connection, where the server would read it as the next request (with the
+    user's credentials in the request imgtool sends after it)."""
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"A" * 10 + b"DELETE /v2/x/manifests/y HTTP/1.1\r\nX-S: ")
+    created = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+    server = serve([lambda _: created, ok()])
+    session = PlainSession("test")
+    with open(blob, "rb") as f:
+        put = session.request(
+            "PUT",
+            f"http://{server.host}/up",
+            headers={"Content-Length": "10"},
+            data=f,
+            stream=False,
+            timeout=10,
+        )
+    assert put.status_code == 201
+    assert get(session, server).status_code == 200
+    assert [r.split(b" ", 1)[0] for r in server.requests] == [b"PUT", b"GET"]
+    assert server.requests[0].endswith(b"\r\n\r\n" + b"A" * 10)
+    short = tmp_path / "short"
+    short.write_bytes(b"abc")
+    other = serve([lambda _: None])
+    with open(short, "rb") as f, pytest.raises(ValueError, match="3 bytes, not 10"):
+        PlainSession("test").request(
+            "PUT",
+            f"http://{other.host}/up",
+            headers={"Content-Length": "10"},
+            data=f,
+            stream=False,
+            timeout=10,
+        )
+
+
+def test_an_answer_read_whole_is_bounded(serve: Callable[[list[Answer]], Server]) -> None:
+    huge = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 << 20) + b"x" * (4 << 20)
+    server = serve([lambda _: Cut(huge)])
+    with pytest.raises(TransportError):
+        get(PlainSession("test"), server)
 
 
 def test_a_refused_connection_reads_as_refused(serve: Callable[[list[Answer]], Server]) -> None:
