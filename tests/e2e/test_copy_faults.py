@@ -108,3 +108,35 @@ def test_push_that_keeps_failing_leaves_no_tag(
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10)
     assert info.value.code == 404
+
+
+@pytest.mark.parametrize("how", ["longer", "host-link"])
+def test_a_hostile_layout_blob_is_refused_before_a_byte_goes(
+    plain_registry: Registry, images: dict[str, Path], tmp_path: Path, how: str
+) -> None:
+    """A layout's blob file longer than its descriptor (its tail would be read as the next
+    request on the connection) or linked to a host file: one line, nothing pushed."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(images["busybox"], src)
+    store = Store(src)
+    manifest = oci.Manifest.from_json(store.read_blob(store.image("latest").descriptor.digest))
+    layer = store.blob_path(manifest.layers[0].digest)
+    if how == "longer":
+        with open(layer, "ab") as f:
+            f.write(b"DELETE /v2/x/manifests/y HTTP/1.1\r\nX-S: ")
+    else:
+        secret = tmp_path / "secret"
+        secret.write_bytes(layer.read_bytes())  # the same size: only the link tells
+        layer.unlink()
+        layer.symlink_to(secret)
+    r = imgtool(
+        "copy", "-q", f"oci:{src}:latest", f"docker://{plain_registry.host}/hostile/{how}:1"
+    )
+    assert r.code == 1 and r.err.count("\n") == 1, r.err
+    assert ("size mismatch" if how == "longer" else "symlink") in r.err, r.err
+    url = f"http://{plain_registry.host}/v2/hostile/{how}/blobs/{manifest.layers[0].digest}"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10)
+    assert info.value.code == 404
