@@ -185,11 +185,23 @@ class Ingest:
             os.unlink(self.path)
 
     def close(self) -> None:
-        if self._fd >= 0 and self.already_done:
+        if self._fd >= 0 and (self.already_done or self._empty_and_ours()):
             self.discard()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def _empty_and_ours(self) -> bool:
+        """Nothing came (a 404, a refused connection): an empty partial file resumes nothing,
+        so it goes, and the store is left as it was. Ours: still the file at its path (after
+        commit() renamed it, the path may be another process's new partial)."""
+        st = os.fstat(self._fd)
+        if st.st_size:
+            return False  # bytes a later pull resumes from (HTTP Range)
+        try:
+            return os.stat(self.path).st_ino == st.st_ino
+        except FileNotFoundError:
+            return False
 
     def __enter__(self) -> Ingest:
         return self

@@ -137,6 +137,19 @@ def test_interrupted_ingest_resumes_from_the_partial(tmp_path: Path) -> None:
     assert list((store.root / "ingest").iterdir()) == []
 
 
+def test_an_ingest_that_got_nothing_leaves_nothing(tmp_path: Path) -> None:
+    """A 404 or a refused connection: no empty partial file stays behind."""
+    store = Store(tmp_path / "s").init()
+    digest = "sha256:" + hashlib.sha256(b"never came").hexdigest()
+    with pytest.raises(ConnectionError), store.ingest(digest, 10):
+        raise ConnectionError("refused")
+    assert list((store.root / "ingest").iterdir()) == []
+    empty = "sha256:" + hashlib.sha256(b"").hexdigest()
+    with store.ingest(empty, 0) as ing:  # the empty blob: committed, then nothing to clear
+        ing.commit()
+    assert store.read_blob(empty) == b""
+
+
 def test_corrupt_ingest_leaves_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "s").init()
     digest = "sha256:" + hashlib.sha256(b"right").hexdigest()
