@@ -120,10 +120,6 @@ class ArrivalSink:
     def offset(self) -> int:
         return self._ingest.offset
 
-    @offset.setter
-    def offset(self, value: int) -> None:
-        self._ingest.offset = value
-
     def write(self, data: bytes) -> None:
         self._ingest.write(data)
         self._arrival._grew(self._ingest.offset)
