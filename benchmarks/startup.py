@@ -4,6 +4,9 @@
 - `imgtool --help` and `imgtool images` (target: at most 60 ms each);
 - `imgtool pull` of an image already in the store (one manifest HEAD, nothing else), next to
   `skopeo inspect` of the same image (target: at most 1.5x skopeo);
+- `imgtool copy` of busybox from the registry to an OCI layout that has its blobs already
+  (start-up, the manifest and the checks), next to `skopeo copy` of the same (issue 12's
+  target for every copy: at most 0.8x skopeo; benchmarks/copy_images.py times fresh copies);
 - `python3 -c pass`, the floor any Python command stands on.
 
     python3 benchmarks/startup.py [--runs 20]
@@ -64,7 +67,7 @@ def main() -> None:
     ap.add_argument(
         "--baseline",
         help="another install's imgtool script (e.g. of the previous commit): its --help, "
-        "images and re-pull run in turn with this one's, printed as ratios",
+        "images, re-pull and copy run in turn with this one's, printed as ratios",
     )
     args = ap.parse_args()
     if not shutil.which("skopeo") or not shutil.which("docker-registry"):
@@ -98,10 +101,21 @@ def main() -> None:
             }
             if args.baseline:
                 pulls["baseline pull (already in the store)"] = [args.baseline, "pull", "-q", ref]
+            source = f"docker://{ref}"
+            copies = {
+                "imgtool copy (blobs there)": [*imgtool, "copy", "-q", source]
+                + [f"oci:{work / 'copy-imgtool'}:latest"],
+                "skopeo copy (blobs there)": ["skopeo", "copy", "--quiet", "--src-tls-verify=false"]
+                + [source, f"oci:{work / 'copy-skopeo'}:latest"],
+            }
+            if args.baseline:
+                copies["baseline copy (blobs there)"] = [args.baseline, "copy", "-q", source]
+                copies["baseline copy (blobs there)"] += [f"oci:{work / 'copy-baseline'}:latest"]
             rows = {
                 "python3 -c pass": median_ms([sys.executable, "-c", "pass"], args.runs, env),
                 **startup_rows(imgtool, args.baseline, args.runs, env),
                 **medians_alternating(pulls, args.runs, env),
+                **medians_alternating(copies, args.runs, env),
             }
         finally:
             reg.stop()
@@ -119,6 +133,11 @@ def main() -> None:
     pull, skopeo = rows["imgtool pull (already in the store)"], rows["skopeo inspect --raw"]
     if isinstance(pull, float) and isinstance(skopeo, float):
         print(f"  pull / skopeo inspect                  {pull / skopeo:7.2f}x  (target <= 1.5x)")
+    copy, skopeo_copy = rows["imgtool copy (blobs there)"], rows["skopeo copy (blobs there)"]
+    if isinstance(copy, float) and isinstance(skopeo_copy, float):
+        print(
+            f"  copy / skopeo copy                     {copy / skopeo_copy:7.2f}x  (target <= 0.8x)"
+        )
     print("  --help, images target                  <= 60 ms each")
 
 

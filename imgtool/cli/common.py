@@ -1,10 +1,9 @@
 """Options and helpers shared by several commands. click is imported where it is used, not
-here: the lean path of `run` and `images` (cli/fast.py) uses this module without it."""
+here: the lean path (cli/fast.py) uses this module without it."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 from imgtool.errors import ImgtoolError, InvalidArgument, RunStepFailed
 from imgtool.values import Frozen
@@ -48,20 +47,6 @@ def resolve_name(text: str) -> Reference:
     from imgtool.registry.config import resolve_name
 
     return resolve_name(text)
-
-
-def registry_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    import click
-
-    f = click.option(
-        "--cert-dir",
-        type=click.Path(exists=True, file_okay=False),
-        help="CA certificates (*.crt) and client keys instead of certs.d.",
-    )(f)
-    f = click.option(
-        "--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS for this registry."
-    )(f)
-    return f
 
 
 def transport(insecure: bool, cert_dir: str | None, **extra: Any) -> Any:

@@ -12,6 +12,7 @@ import click
 
 from imgtool import __version__
 from imgtool.cli import COMMANDS, CONVENTIONS, SUMMARIES
+from imgtool.cli.helptext import DEBUG_HELP, GROUP_HELP, ROOT_HELP, shortened
 from imgtool.cli.options import DIRECTORY, FLAG, INT, MULTIPLE, Opt
 
 
@@ -20,7 +21,7 @@ class _Group(click.Group):
         """click's listing, from SUMMARIES instead of importing each command's module."""
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max(len(n) for n in names)
-        rows = [(n, _shortened(SUMMARIES[n], limit)) for n in names]
+        rows = [(n, shortened(SUMMARIES[n], limit)) for n in names]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -54,34 +55,22 @@ class _Group(click.Group):
             sys.exit(failure.status)
 
 
-def _shortened(text: str, limit: int) -> str:
-    """As click shortens a command's help: whole words, then "...", within `limit`."""
-    if len(text) <= limit:
-        return text
-    if limit < 3:
-        return "..."
-    import textwrap  # only when a line is too long for the terminal
-
-    return textwrap.shorten(text, limit, placeholder="...", break_on_hyphens=False)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, help=GROUP_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="imgtool")
 @click.option(
     "--root",
     envvar="IMGTOOL_ROOT",
     type=click.Path(file_okay=False),
-    help="The store (an OCI image layout). Default /var/lib/imgtool as root.",
+    help=ROOT_HELP,
 )
 @click.option(
     "--debug",
     is_flag=True,
     envvar="IMGTOOL_DEBUG",
-    help="On failure print the traceback; log HTTP exchanges (redacted) to stderr.",
+    help=DEBUG_HELP,
 )
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
-    """A daemonless OCI image builder, layer manager and runner."""
     ctx.obj = {"root": root, "debug": debug}
     if debug:
         from imgtool.cli.debug import log_http_exchanges
@@ -105,6 +94,8 @@ def with_options(table: tuple[Opt, ...]) -> Callable[[Callable[..., Any]], Calla
                 extra["default"] = opt.default
             if opt.show_default:
                 extra["show_default"] = True
+            if opt.metavar:
+                extra["metavar"] = opt.metavar
             f = click.option(*opt.decls, opt.dest, help=opt.help, **extra)(f)
         return f
 

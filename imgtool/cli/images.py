@@ -1,9 +1,7 @@
-"""Commands over the store: images, inspect, tag, rmi, gc."""
+"""Commands over the store: images, inspect, tag, rmi, gc (the first four run without click
+too: cli/fast.py)."""
 
 from __future__ import annotations
-
-import json
-import sys
 
 import click
 
@@ -24,27 +22,13 @@ def images(ctx: click.Context, as_json: bool, digests: bool) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--platform", help="For an index: which platform's manifest and config.")
-@click.option("--raw", is_flag=True, help="Print the manifest exactly as stored.")
-@click.option("--config", "config_only", is_flag=True, help="Print the config exactly as stored.")
+@with_options(options.INSPECT)
 @click.pass_context
-def inspect(
-    ctx: click.Context, name: str, platform: str | None, raw: bool, config_only: bool
-) -> None:
+def inspect(ctx: click.Context, name: str, **o: object) -> None:
     """Show an image's manifest and config as JSON."""
-    from imgtool import oci
-    from imgtool.inspect import inspect_image
+    from imgtool.cli.actions import inspect_image
 
-    store = store_of(ctx)
-    plat = oci.Platform.parse(platform) if platform else None
-    if raw or config_only:
-        img = store.image(name, plat)
-        data = img.config.raw if config_only else store.read_blob(img.descriptor.digest)
-        out = sys.stdout.buffer  # click.get_binary_stream is deprecated in click 8.5
-        out.write(data)  # the exact bytes, no newline added: they hash to the digest
-        out.flush()
-        return
-    click.echo(json.dumps(inspect_image(store, name, plat), indent=2))
+    inspect_image(store_of(ctx), name, o)
 
 
 @cli.command()
@@ -53,12 +37,9 @@ def inspect(
 @click.pass_context
 def tag(ctx: click.Context, source: str, target: str) -> None:
     """Give the image SOURCE another name, TARGET."""
-    store = store_of(ctx)
-    new = str(store.resolve(target))
-    with store.writing():
-        _, desc = store.find(source)
-        store.set_ref(new, desc)
-    click.echo(new)
+    from imgtool.cli.actions import tag_image
+
+    tag_image(store_of(ctx), source, target)
 
 
 @cli.command()
@@ -66,11 +47,9 @@ def tag(ctx: click.Context, source: str, target: str) -> None:
 @click.pass_context
 def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Remove image names from the store (their blobs go with the next gc)."""
-    store = store_of(ctx)
-    for name in names:
-        found, _ = store.find(name)
-        store.remove_ref(found)
-        click.echo(f"Untagged: {found}")
+    from imgtool.cli.actions import remove_names
+
+    remove_names(store_of(ctx), names)
 
 
 @cli.command()

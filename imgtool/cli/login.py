@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from imgtool.cli import cli
-from imgtool.cli.common import registry_options, transport
+from imgtool.cli import cli, options
+from imgtool.cli.common import transport
+from imgtool.cli.group import with_options
 
 
 @cli.command()
@@ -15,7 +16,7 @@ from imgtool.cli.common import registry_options, transport
 @click.option("--username", "-u", help="User name.")
 @click.option("--password", "-p", help="Password (prefer --password-stdin).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@registry_options
+@with_options(options.REGISTRY)
 def login(
     registry: str,
     username: str | None,

@@ -1,4 +1,5 @@
-"""The options of the commands a user starts most often (`run`, `images`, `pull`), declared once:
+"""The options of the commands a user starts most often (`run`, `images`, `pull`, `push`,
+`copy`, `inspect`, `load`), declared once:
 the click commands are built from these tables, and the lean parser of cli/fast.py reads the
 same ones, so the two cannot disagree on a name, a kind or a default. No click here: the fast
 path imports this module without it."""
@@ -11,10 +12,10 @@ DIRECTORY = "directory"  # one value: an existing, readable directory (click.Pat
 
 class Opt:
     """One option: its spellings (`-e`, `--env`), the parameter it fills (`dest`), its kind
-    (a flag, one value, a value given any number of times, an int, a directory), default and
-    help."""
+    (a flag, one value, a value given any number of times, an int, a directory), default,
+    help and the name of its value in the help (`metavar`; None: click's for the kind)."""
 
-    __slots__ = ("decls", "dest", "kind", "help", "default", "show_default")
+    __slots__ = ("decls", "dest", "kind", "help", "default", "show_default", "metavar")
 
     def __init__(
         self,
@@ -24,12 +25,14 @@ class Opt:
         default: object = None,
         dest: str = "",
         show_default: bool = False,
+        metavar: str | None = None,
     ) -> None:
         self.decls = decls
         self.kind = kind
         self.help = help
         self.dest = dest or decls[-1].lstrip("-").replace("-", "_")
         self.show_default = show_default
+        self.metavar = metavar
         if default is None:
             default = {FLAG: False, MULTIPLE: ()}.get(kind)
         self.default = default
@@ -81,8 +84,13 @@ CERT_DIR = Opt(
     ("--cert-dir",), DIRECTORY, "CA certificates (*.crt) and client keys instead of certs.d."
 )
 
+REGISTRY = (INSECURE, CERT_DIR)
+PLATFORM = Opt(
+    ("--platform",), VALUE, "os/arch[/variant] to pick from an index (default: this host)."
+)
+
 PULL = (
-    Opt(("--platform",), VALUE, "os/arch[/variant] to pick from an index (default: this host)."),
+    PLATFORM,
     Opt(
         ("--all-platforms", "-a"),
         FLAG,
@@ -90,12 +98,30 @@ PULL = (
         dest="all_platforms",
     ),
     Opt(("--quiet", "-q"), FLAG, "Print only the image's name.", dest="quiet"),
-    INSECURE,
-    CERT_DIR,
+    *REGISTRY,
 )
 
-PUSH = (
-    Opt(("--quiet", "-q"), FLAG, "Print only the pushed digest.", dest="quiet"),
-    INSECURE,
-    CERT_DIR,
+PUSH = (Opt(("--quiet", "-q"), FLAG, "Print only the pushed digest.", dest="quiet"), *REGISTRY)
+
+CREDENTIALS = "USER[:PASSWORD]"  # without the password, click asks for it
+COPY = (
+    Opt(("--all", "-a"), FLAG, "Copy a whole index, every platform.", dest="all_platforms"),
+    PLATFORM,
+    Opt(("--src-creds",), VALUE, "Credentials for the source registry.", metavar=CREDENTIALS),
+    Opt(("--dest-creds",), VALUE, "Credentials for the destination.", metavar=CREDENTIALS),
+    Opt(("--quiet", "-q"), FLAG, "Print only the digest written.", dest="quiet"),
+    *REGISTRY,
+)
+
+INSPECT = (
+    Opt(("--platform",), VALUE, "For an index: which platform's manifest and config."),
+    Opt(("--raw",), FLAG, "Print the manifest exactly as stored."),
+    Opt(("--config",), FLAG, "Print the config exactly as stored.", dest="config_only"),
+)
+
+LOAD = (
+    Opt(
+        ("--input", "-i"), VALUE, "The archive to read (default: stdin).", default="-", dest="path"
+    ),
+    Opt(("--quiet", "-q"), FLAG, "Print only the names (or ids) loaded.", dest="quiet"),
 )
