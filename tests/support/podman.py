@@ -151,6 +151,10 @@ class Podman:
     def close(self) -> None:
         self("rm", "--all", "--force", "--time", "0")
         self("rmi", "--all", "--force")
+        # podman's overlay driver bind-mounts its graph directory on itself, and leaves it so
+        overlay = self.root / "graph" / "overlay"
+        if os.path.ismount(overlay):
+            subprocess.run(["umount", "--lazy", str(overlay)], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
