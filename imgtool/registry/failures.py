@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import ssl
 import sys
 from collections.abc import Iterator
 
@@ -47,13 +46,15 @@ def causes(e: BaseException) -> Iterator[BaseException]:
 
 def speaks_plain_http(e: BaseException) -> bool:
     """True when a TLS handshake failed because the other end answered in plain HTTP."""
-    return any(
+    ssl = sys.modules.get("ssl")  # not loaded: no TLS was tried (plain HTTP goes without)
+    return ssl is not None and any(
         isinstance(c, ssl.SSLError) and c.reason in PLAIN_HTTP_TLS_REASONS for c in causes(e)
     )
 
 
 def _reason_of(e: BaseException) -> str | None:
-    if isinstance(e, ssl.SSLCertVerificationError):
+    ssl = sys.modules.get("ssl")
+    if ssl is not None and isinstance(e, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {e.verify_message}"
     if isinstance(e, socket.gaierror):
         return _GAI_REASONS.get(e.errno or 0, "name resolution failed")

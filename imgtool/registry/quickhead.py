@@ -3,10 +3,10 @@ already in the store needs from the registry, without loading requests or http.c
 
 Why not the client (and requests): importing requests and urllib3 costs ~70-100 ms on this
 machine (`python -X importtime`), more than the HEAD and all the store work of a re-pull
-together; `skopeo inspect` answers in ~20 ms. http.client costs ~10 ms more (it parses headers
-with the email package), and ssl ~9 ms, which plain HTTP does not need: the request is one
-HEAD and the answer a status line and three headers. The README's design section has the
-figures.
+together; `skopeo inspect` answers in ~20 ms. The client's plain-HTTP transport (`plainhttp`)
+is lighter, but its pool and threading are more than one HEAD needs; ssl (~9 ms) is imported
+only for HTTPS. The request is one HEAD and the answer a status line and three headers, read
+as plainhttp reads them (`http1`). The README's design section has the figures.
 
 Only the simple, common case is answered here; anything else is None, and the caller asks
 the full client, so that auth, retries, redirects, mirrors and proxies stay in one place:
@@ -27,6 +27,7 @@ import sys
 import time
 
 from imgtool import mediatypes as mt
+from imgtool.registry.http1 import Malformed, decimal, parse_head
 from imgtool.registry.options import (
     MAX_MANIFEST_BYTES,
     USER_AGENT,
@@ -45,6 +46,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Protocol
 
     class _Receiver(Protocol):
@@ -113,7 +115,7 @@ def _address(host: str, scheme: str) -> tuple[bytes | None, int]:
     name, port = host, _DEFAULT_PORTS[scheme]
     if has_port(host):
         name, _, digits = host.rpartition(":")
-        if not _decimal(digits) or not 0 < int(digits) < 65536:
+        if not decimal(digits) or not 0 < int(digits) < 65536:
             return None, 0
         port = int(digits)
     try:
@@ -178,31 +180,17 @@ def _read_head(sock: _Receiver, deadline: float) -> bytes:
     return data.split(b"\r\n\r\n", 1)[0]
 
 
-def _parse(head: bytes) -> tuple[int, dict[str, str]]:
-    """The status code (0 when the status line is not HTTP's) and the headers, names in
-    lower case; a header given twice has its values joined by ", ", as http.client does (so
-    two digests make none)."""
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code = rest.partition(" ")[0]
-    if version not in ("HTTP/1.0", "HTTP/1.1") or not (_decimal(code) and len(code) == 3):
+def _parse(head: bytes) -> tuple[int, Mapping[str, str]]:
+    """The status code (0 when the head is malformed) and the headers, looked up in any case;
+    a header given twice has its values joined by ", " (so two digests make none)."""
+    try:
+        _, code, _, headers = parse_head(head.decode("latin-1").split("\r\n"))
+    except Malformed:
         return 0, {}
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        key, sep, value = line.partition(":")
-        if not sep or not key or key != key.strip():
-            return 0, {}  # a folded line, or blanks in a name: malformed, as http.client says
-        key, value = key.lower(), value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return int(code), headers
+    return code, headers
 
 
-def _decimal(text: str) -> bool:
-    """ASCII digits only: str.isdigit() takes "²" too, which int() refuses."""
-    return text.isascii() and text.isdigit()
-
-
-def _answer(status: int, headers: dict[str, str]) -> HeadAnswer | None:
+def _answer(status: int, headers: Mapping[str, str]) -> HeadAnswer | None:
     digest = headers.get("docker-content-digest", "")
     length = headers.get("content-length", "")
     # 8 digits hold the manifest limit; int() refuses more than 4300 with a ValueError

@@ -176,6 +176,23 @@ def test_junk_after_a_head_answer_does_not_spoil_the_next_request(
     assert get(session, server).json() == {"fine": True}
 
 
+def test_junk_that_comes_after_the_idle_check_is_no_answer_and_asked_again(
+    serve: Callable[[list[Answer]], Server],
+) -> None:
+    """The junk after a HEAD answer may arrive only once the connection was taken from the
+    pool: then what comes first is no status line, and the request goes again on a new
+    connection (as http.client's BadStatusLine did), never reads the junk as its answer."""
+    head = b"HTTP/1.1 429 Too Many\r\nContent-Length: 13\r\n\r\n"
+    late_junk = b'{"errors":[]}HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}'
+    server = serve([raw(head), raw(late_junk), ok(b'{"fine":true}')])
+    session = PlainSession("test")
+    url = f"http://{server.host}/v2/r/manifests/latest"
+    resp = session.request("HEAD", url, headers={}, data=None, stream=False, timeout=10)
+    assert resp.status_code == 429
+    assert get(session, server).json() == {"fine": True}
+    assert server.connections == 2
+
+
 def test_a_file_body_goes_whole_with_its_length(
     serve: Callable[[list[Answer]], Server], tmp_path: Path
 ) -> None:
@@ -231,6 +248,114 @@ def test_a_file_longer_than_its_length_sends_only_the_length(
         )
 
 
+def raw(answer: bytes) -> Answer:
+    return lambda _: answer
+
+
+def test_a_chunked_body_is_read_to_its_last_chunk_and_trailers(
+    serve: Callable[[list[Answer]], Server],
+) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    server = serve([raw(chunked), raw(chunked), ok(b'{"next":1}')])
+    session = PlainSession("test")
+    assert get(session, server).read() == b"hello, world"
+    resp = get(session, server, stream=True)
+    assert b"".join(resp.iter_content(3)) == b"hello, world"
+    resp.close()
+    assert get(session, server).json() == {"next": 1}
+    assert server.connections == 1  # the connection was kept: the whole body was read
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\nx" % (b"f" * 16),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\n Folded: line\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: %s\r\n\r\n" % (b"a" * 70000),
+        b"HTTP/1.1 200 OK\r\n%s\r\n" % (b"X: y\r\n" * 101),
+        b"HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"ICY 200 OK\r\n\r\n",
+    ],
+    ids=[
+        "chunk-size-not-hex",
+        "chunk-longer-than-its-size",
+        "chunk-size-too-long",
+        "cut-in-a-chunk",
+        "transfer-coding-not-chunked",
+        "two-content-lengths",
+        "negative-content-length",
+        "folded-header",
+        "header-line-over-64k",
+        "over-100-headers",
+        "not-http-1",
+        "not-http",
+    ],
+)
+def test_a_malformed_answer_is_a_transport_error(
+    serve: Callable[[list[Answer]], Server], answer: bytes
+) -> None:
+    server = serve([raw(Cut(answer))])
+    with pytest.raises(TransportError):
+        get(PlainSession("test"), server)
+
+
+def test_a_body_without_length_ends_with_the_connection(
+    serve: Callable[[list[Answer]], Server],
+) -> None:
+    server = serve([raw(Cut(b'HTTP/1.0 200 OK\r\n\r\n{"to": "the end"}')), ok()])
+    session = PlainSession("test")
+    assert get(session, server).json() == {"to": "the end"}
+    assert get(session, server).status_code == 200
+    assert server.connections == 2
+
+
+def test_continue_answers_are_skipped(serve: Callable[[list[Answer]], Server]) -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    server = serve([raw(answer)])
+    resp = get(PlainSession("test"), server)
+    assert (resp.status_code, resp.json()) == (200, {})
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        ("/v2/x HTTP/1.1\r\nX-Smuggled: 1\r\n\r\nGET /", {}),
+        ("/v2/x\x00", {}),
+        ("/v2/\u00e9", {}),
+        ("/v2/x", {"Authorization": "Bearer t\r\nX-Smuggled: 1"}),
+        ("/v2/x", {"Bad Name": "v"}),
+    ],
+)
+def test_a_request_that_would_split_is_never_sent(
+    serve: Callable[[list[Answer]], Server], url: str, headers: dict[str, str]
+) -> None:
+    """A redirect's Location or a token server's token is the server's text: a line end or
+    a control character in it must not reach the connection."""
+    server = serve([ok()])
+    with pytest.raises(TransportError, match="refused to send"):
+        PlainSession("test").request(
+            "GET", f"http://{server.host}{url}", headers=headers, data=None, stream=False, timeout=5
+        )
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("netloc", ["user:pw@127.0.0.1:1", "127.0.0.1\x0b:1", "h\u00e9st:1"])
+def test_a_host_that_is_no_host_is_refused(netloc: str) -> None:
+    with pytest.raises(TransportError, match="not a host"):
+        PlainSession("test").request(
+            "GET", f"http://{netloc}/v2/", headers={}, data=None, stream=False, timeout=5
+        )
+
+
 def test_an_answer_read_whole_is_bounded(serve: Callable[[list[Answer]], Server]) -> None:
     huge = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (64 << 20) + b"x" * (4 << 20)
     server = serve([lambda _: Cut(huge)])
@@ -269,6 +394,8 @@ def test_copy_over_plain_http_loads_no_requests(
     assert proc.returncode == 0, proc.stderr
     modules = set(json.loads(proc.stderr.strip().splitlines()[-1]))
     assert not modules & {"requests", "urllib3"}
+    # nor http.client (with the email package) and ssl: plainhttp speaks HTTP/1.1 itself
+    assert not modules & {"http.client", "email.parser", "ssl"}
 
 
 def test_an_upload_whose_source_runs_short_is_refused(plain_registry: Registry) -> None:
