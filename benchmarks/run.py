@@ -6,6 +6,7 @@ with no network and with its default network, printed as ratios to runc and podm
 `python -X importtime` total of each imgtool command. Needs root.
 
     sudo /path/to/venv/bin/python benchmarks/run.py [--runs 20] [--fix-hybrid-cgroups]
+    sudo /path/to/venv/bin/python benchmarks/run.py --phases   # where imgtool's time goes
 
 Run it with the interpreter of a byte-compiled `pip install .` (as a user runs imgtool; an
 editable install's import finder costs ms of its own); PYTHONDONTWRITEBYTECODE is dropped from
@@ -136,6 +137,70 @@ def imgtool_rows(
     return times, imports
 
 
+# One `run --rm --network none latest true` in the interpreter of this install, its phases
+# timed by wrapping the engine's functions (perf_counter, ms): printed as JSON on stderr.
+PHASES_SCRIPT = """
+import json, sys, time
+t0 = time.perf_counter()
+import imgtool.cli, imgtool.cli.fast, imgtool.cli.actions, imgtool.runner
+from imgtool import containers, runner
+from imgtool.sandbox import cgroups, runner as sandbox_runner
+spent = {"imports": (time.perf_counter() - t0) * 1000}
+def timed(owner, name, label):
+    real = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0) + (time.perf_counter() - start) * 1000
+    setattr(owner, name, wrapper)
+timed(runner, "prepare", "prepare")
+timed(sandbox_runner, "run", "sandbox (fork to exit)")
+timed(sandbox_runner, "_read_until_exec", "  waiting for the set-up")
+timed(cgroups.Cgroup, "create", "cgroup create")
+timed(cgroups.Cgroup, "destroy", "teardown: cgroup")
+timed(containers.Containers, "remove", "teardown: container dir")
+sys.argv = ["imgtool", "run", "--rm", "--network", "none", "latest", "true"]
+start = time.perf_counter()
+try:
+    imgtool.cli.main()
+except SystemExit:
+    pass
+spent["main"] = (time.perf_counter() - start) * 1000
+print(json.dumps(spent), file=sys.stderr)
+"""
+
+
+def phase_rows(layout: Path, runs: int) -> dict[str, float]:
+    """Where the time of `imgtool run --rm --network none` goes, medians of `runs`: the
+    interpreter's start and exit (the wall time less what the process measured itself),
+    imports, prepare (image, checks, records), the sandbox from fork to exit and, within it,
+    the wait for the set-up to exec, and the teardown."""
+    env = {**os.environ, "IMGTOOL_ROOT": str(layout)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    samples: dict[str, list[float]] = {}
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        r = subprocess.run(  # not from the checkout: `-c` would import its imgtool
+            [sys.executable, "-c", PHASES_SCRIPT],
+            env=env,
+            cwd=layout,
+            capture_output=True,
+            text=True,
+        )
+        wall = (time.perf_counter() - t0) * 1000
+        if r.returncode != 0 or not r.stderr.strip():
+            raise SystemExit(f"phases: {r.stderr.strip()[-300:]}")
+        spent = json.loads(r.stderr.strip().splitlines()[-1])
+        spent["wall"] = wall
+        spent["interpreter start and exit"] = wall - spent["imports"] - spent["main"]
+        if i:  # the first run warms the caches
+            for label, value in spent.items():
+                samples.setdefault(label, []).append(value)
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
 def runtime_rows(layout: Path, work: Path, runs: int) -> dict[str, float | str]:
     """runc and crun on an OCI bundle of the same image (umoci unpack), no network."""
     bundle = work / "bundle"
@@ -178,6 +243,24 @@ def report(runs: int, results: dict[str, float | str], imports: dict[str, float 
     print("targets: run <= 50 ms (--network none), <= 60 ms (bridge), <= 0.35x podman")
 
 
+def report_phases(runs: int, phases: dict[str, float]) -> None:
+    print(f"imgtool run --rm --network none latest true, phases (median of {runs}, ms):")
+    for label in (
+        "wall",
+        "interpreter start and exit",
+        "imports",
+        "main",
+        "prepare",
+        "cgroup create",
+        "sandbox (fork to exit)",
+        "  waiting for the set-up",
+        "teardown: cgroup",
+        "teardown: container dir",
+    ):
+        if label in phases:
+            print(f"  {label:40s} {phases[label]:7.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
@@ -186,6 +269,11 @@ def main() -> None:
         "--baseline",
         help="another install's imgtool script (e.g. of the previous commit), run in turn with "
         "this one: the change's effect as a ratio",
+    )
+    ap.add_argument(
+        "--phases",
+        action="store_true",
+        help="only where the time of one `run --rm --network none` goes (no peers)",
     )
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -200,6 +288,9 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        if args.phases:
+            report_phases(args.runs, phase_rows(layout, args.runs))
+            return
         results, imports = imgtool_rows(layout, args.runs, args.baseline)
         results.update(runtime_rows(layout, work, args.runs))
         results.update(podman_rows(layout, work, args.runs))

@@ -20,7 +20,7 @@ from imgtool import oci
 from imgtool.containers import Containers, Record, alive, proc_start_time
 from imgtool.errors import ImgtoolError, InvalidArgument, SandboxError
 from imgtool.layer.unpacked import LayerStore
-from imgtool.sandbox import cgroups, liveness, runner, seccomp_cache
+from imgtool.sandbox import cgroups, liveness, mountpoints, runner, seccomp_cache
 from imgtool.sandbox.cgroups import Cgroup, Limits
 from imgtool.sandbox.spec import (
     CAP_NUMBERS,
@@ -291,7 +291,7 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
     hostname = opts.hostname or rec.short_id
     spec = SandboxSpec(
         argv=argv,
-        lower_dirs=[f"l/{layers.short_name(d)}" for d in diff_ids],
+        lower_dirs=_lower_dirs(layers, diff_ids),
         layers_dir=str(layers.root),
         upper_dir=str(cdir / "upper"),
         work_dir=str(cdir / "work"),
@@ -318,6 +318,22 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
         privileged=opts.privileged,
     )
     return rec, spec
+
+
+def _lower_dirs(layers: LayerStore, keys: list[str]) -> list[str]:
+    """The overlay's lower dirs, relative to the layers' root, lowest first: the image's layers
+    and, where it fits them, the store's layer of mount points (sandbox/mountpoints.py), so
+    that the set-up writes nothing into the container's upper dir to mount onto."""
+    lowers = [f"l/{layers.short_name(k)}" for k in keys]
+    if not keys:  # FROM scratch: the upper dir is bound as the root, no overlay
+        return lowers
+    try:
+        ours = mountpoints.layer(str(layers.root))
+        if mountpoints.fits([str(layers.diff_dir(k)) for k in keys], ours):
+            lowers.append(mountpoints.NAME)
+    except OSError:
+        pass  # then the set-up makes the mount points in the upper dir, as without the layer
+    return lowers
 
 
 def _seccomp_filter(options: list[str], privileged: bool, caps: tuple[str, ...]) -> bytes | None:

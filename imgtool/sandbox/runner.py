@@ -17,11 +17,9 @@ import contextlib
 import errno
 import gc
 import os
-import select
 import signal
 import struct
 import sys
-import termios  # imported now: after pivot_root the container cannot import it
 from collections.abc import Callable
 
 from imgtool.errors import SandboxError
@@ -70,6 +68,7 @@ def _report(fd: int, e: BaseException) -> int:
 def _terminal_size() -> bytes | None:
     """Our terminal's size (stdin's, else stdout's or stderr's), as TIOCGWINSZ gives it."""
     import fcntl
+    import termios  # loaded by run() before the fork: there is no Python in the container
 
     for fd in (0, 1, 2):
         if os.isatty(fd):
@@ -84,6 +83,7 @@ def _attach_console(console: int, winsize: bytes | None) -> None:
     master, slave = os.openpty()  # /dev/ptmx is the container's: pts/ptmx of its devpts
     if winsize is not None:  # sized before the command starts: it may ask at once
         import fcntl
+        import termios
 
         fcntl.ioctl(slave, termios.TIOCSWINSZ, winsize)
     import socket  # already loaded by run(): the container's root has no Python to load from
@@ -103,9 +103,13 @@ def _attach_console(console: int, winsize: bytes | None) -> None:
 
 def _exit_if_orphaned(life_r: int) -> None:
     """A's end of the life pipe closes when A dies: once PR_SET_PDEATHSIG is armed, a death
-    before that moment would go unnoticed otherwise (B is PID 1: getppid() says nothing)."""
-    ready, _, _ = select.select([life_r], [], [], 0)
-    if ready:
+    before that moment would go unnoticed otherwise (B is PID 1: getppid() says nothing).
+    `life_r` is non-blocking: EOF is A gone, EAGAIN is A alive (it never writes)."""
+    try:
+        gone = os.read(life_r, 1) == b""
+    except BlockingIOError:
+        gone = False
+    if gone:
         os._exit(EXIT_SETUP_FAILED)
 
 
@@ -190,7 +194,8 @@ def _relay_main(
         _close_fds_except({err_w, stat_w} | ({console} if console is not None else set()))
         linux.unshare(linux.CLONE_NEWPID)
         go_r, go_w = os.pipe()
-        life_r, life_w = os.pipe()  # held open by A, never written: closed when A dies
+        # held open by A, never written: closed when A dies (non-blocking: B polls it)
+        life_r, life_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             os.close(go_w)
@@ -263,6 +268,7 @@ def run(
     ours = theirs = None
     if spec.tty:  # the container makes its terminal and sends us the master end
         import socket
+        import termios  # noqa: F401 - loaded for the container: after pivot_root it cannot
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sys.stdout.flush()
@@ -372,6 +378,8 @@ class _Forwarder:
 
 def _pump_terminal(master: int, pid: int) -> None:
     """Copy between our terminal and the container's pty in raw mode; follow window size."""
+    import select
+    import termios
     import tty
 
     stdin = sys.stdin.fileno()

@@ -2,26 +2,34 @@
 instead of importing the compiler and compiling Docker's profile (most of 10 ms) every time.
 
 The file's name is a hash of everything the program depends on: the profile and the compiler's
-own source (so an upgrade of either compiles again), the machine (its ABIs), the kernel release
-(minKernel rules) and the capability set (caps rules). A file is used only when it cannot have
-been written by anyone but us: it and the directories above it up to the store's `cache/` are
-owned by our user and writable by no one else, it is a regular file reached without following a
-symlink, and its header's size and SHA-256 match its program. Anything else is compiled again
-and replaced, written atomically (a temporary file renamed over it).
+own source (so an upgrade or an edit of either compiles again), the machine (its ABIs), the
+kernel release (minKernel rules) and the capability set (caps rules). The sources count by
+their files' identity (device, inode, size, mtime and ctime in ns: five stat calls, not 64 kB
+read and hashed on every run): an install or upgrade writes new files (new inodes), an edit
+changes the times (and no one can set a ctime back).
+
+A file is used only when it cannot have been written by anyone but us: it and the directories
+above it up to the store's `cache/` are owned by our user and writable by no one else, it is a
+regular file reached without following a symlink, and its header's size and SHA-256 match its
+program. Anything else is compiled again and replaced, written atomically (a temporary file
+renamed over it).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from imgtool.atomic import read_private, write_private
-from imgtool.digest import small_sha256 as sha256  # some 70 kB: no OpenSSL to load for it
+from imgtool.digest import small_sha256 as sha256  # no OpenSSL to load for a small input
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MAGIC = b"imgtool-seccomp-1\n"
 BPF_MAX_INSNS = 4096  # the kernel's limit (seccomp_bpf.MAX_INSNS; a test keeps them equal)
-_HERE = Path(__file__).resolve().parent
+_HERE = os.path.dirname(os.path.abspath(__file__))
 # what the default program is made from: a change to any of them changes the key
 COMPILER_FILES = (
     "seccomp_default.json",
@@ -35,9 +43,9 @@ COMPILER_FILES = (
 def cache_key(caps: Iterable[str], machine: str, kernel_release: str) -> str:
     h = sha256()
     for name in COMPILER_FILES:
-        data = (_HERE / name).read_bytes()
-        h.update(f"{name}\0{len(data)}\0".encode())
-        h.update(data)
+        st = os.stat(os.path.join(_HERE, name))
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        h.update(f"{name}\0{ident}\0".encode())
     names = sorted({c.upper().removeprefix("CAP_") for c in caps})
     h.update(f"{machine}\0{kernel_release}\0{','.join(names)}".encode())
     return h.hexdigest()

@@ -23,6 +23,9 @@ LAZY = {
     "imgtool.compression",
     "imgtool.network.links",  # --network none
     "imgtool.registry.config",  # the image is found by the name as given
+    "select",  # the child polls its life pipe with a non-blocking read
+    "termios",  # no terminal (-t)
+    "math",  # no --cpus
 }
 
 

@@ -3,6 +3,7 @@ container's creation and its joining write, and what they leave alone."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,46 @@ def test_on_v2_the_container_joins_through_cgroup_procs(v2_root: Path) -> None:
     cg = cgroups.Cgroup("c4", cgroups.Limits(), devices=None).create()
     cg.join()
     assert (v2_root / cgroups.PARENT / "c4" / "cgroup.procs").read_text() == "0"
+
+
+def test_v1_device_rules_are_written_one_per_write_on_one_descriptor_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller parses one rule per write(2); each file is opened once for its run of
+    rules (deny-all, then the allowed devices), not once per rule."""
+    from imgtool.sandbox.devices import DEFAULT_RULES, v1_lines
+
+    opened: list[str] = []
+    names: dict[int, str] = {}  # what each open descriptor is
+    writes: list[tuple[str, bytes]] = []
+    real_open, real_write = os.open, os.write
+
+    def open_(path: str, *args: int) -> int:
+        fd = real_open(path, *args)
+        opened.append(os.path.basename(path))
+        names[fd] = opened[-1]
+        return fd
+
+    def write(fd: int, data: bytes) -> int:
+        writes.append((names[fd], data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "write", write)
+    cgroups.write_device_rules(tmp_path, DEFAULT_RULES)
+    assert opened == ["devices.deny", "devices.allow"]
+    assert writes == [(name, line.encode()) for name, line in v1_lines(DEFAULT_RULES)]
+    # a plain file stands in for the control file: it got every rule, in order
+    allowed = "".join(line for name, line in v1_lines(DEFAULT_RULES) if name == "devices.allow")
+    assert (tmp_path / "devices.allow").read_text() == allowed
+
+
+def test_a_refused_cgroup_write_names_the_file_and_the_value(tmp_path: Path) -> None:
+    from imgtool.errors import SandboxError
+
+    (tmp_path / "devices.deny").mkdir()  # not writable as a file: EISDIR
+    with pytest.raises(SandboxError) as e:
+        cgroups.write_device_rules(tmp_path, cgroups.DEFAULT_RULES)
+    assert e.value.step == "cgroup write"
+    assert e.value.path == str(tmp_path / "devices.deny")
+    assert "'a'" in str(e.value)

@@ -5,11 +5,14 @@ The syscall tables are checked against the kernel's own headers where they are i
 
 from __future__ import annotations
 
+import builtins
 import errno
+import io
 import json
 import os
 import random
 import re
+import shutil
 import struct
 import time
 from pathlib import Path
@@ -831,15 +834,38 @@ def test_cache_key_follows_caps_machine_kernel_and_compiler(tmp_path, monkeypatc
     assert cache.cache_key((*DEFAULT_CAPS, "SYS_ADMIN"), "x86_64", "6.18.0") != base
     assert cache.cache_key(DEFAULT_CAPS, "aarch64", "6.18.0") != base
     assert cache.cache_key(DEFAULT_CAPS, "x86_64", "5.4.0") != base
-    # an edited profile (or compiler) is another key: the copy here stands in for an upgrade
+    # the sources count by their files' identity: another install (copies: new inodes) is
+    # another key, stable while its files stay; an edit of the profile or the compiler, even
+    # one that keeps the size, is another key again
     here = tmp_path / "pkg"
     here.mkdir()
     for name in cache.COMPILER_FILES:
-        (here / name).write_bytes((cache._HERE / name).read_bytes())
-    monkeypatch.setattr(cache, "_HERE", here)
-    assert cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0") == base
-    (here / "seccomp_default.json").write_bytes(b" " + (here / "seccomp_default.json").read_bytes())
-    assert cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0") != base
+        shutil.copy2(os.path.join(cache._HERE, name), here / name)
+    monkeypatch.setattr(cache, "_HERE", str(here))
+    installed = cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0")
+    assert installed != base
+    assert cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0") == installed
+    keys = {installed}
+    for name in ("seccomp_default.json", "seccomp_bpf.py"):
+        edited = here / name
+        data = edited.read_bytes()
+        before = edited.stat()
+        edited.write_bytes(data[::-1])  # same size, new content
+        os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime put back
+        key = cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0")
+        assert key not in keys  # the ctime moved: no one can set it back
+        keys.add(key)
+
+
+def test_cache_key_reads_no_source(monkeypatch):
+    """The key is made from stat calls: the sources (64 kB) are not read on every run."""
+
+    def refuse(file, *args, **kwargs):
+        raise AssertionError(f"opened {file}")
+
+    for module in (builtins, io, os):
+        monkeypatch.setattr(module, "open", refuse)
+    assert len(cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0")) == 64
 
 
 def test_cache_caps_give_their_own_program(tmp_path):
