@@ -87,7 +87,7 @@ def _media_type(value: str, what: str) -> str:
 def load_json(raw: bytes | str, what: str) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # [[[[... nests past the stack
         raise SpecError(f"{what} is not valid JSON: {e}") from None
 
 
@@ -437,7 +437,7 @@ def sniff_media_type(raw: bytes) -> str | None:
     """The mediaType a manifest or index declares, or what its shape says."""
     try:
         d = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(d, dict):
         return None
@@ -455,7 +455,7 @@ def sniff_media_type(raw: bytes) -> str | None:
 def _declared_media_type(raw: bytes) -> str | None:
     try:
         d = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if isinstance(d, dict) and isinstance(d.get("mediaType"), str):
         return d["mediaType"]

@@ -125,4 +125,7 @@ def _container_status(exc: ImgtoolError, convention: Convention) -> int | None:
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    """Blanks and line ends made single spaces; any other control character escaped (a
+    registry's reason phrase or error message could carry terminal escapes)."""
+    flat = " ".join(text.split())
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in flat)

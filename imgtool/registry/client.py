@@ -43,7 +43,7 @@ from imgtool.registry.options import (  # re-exported: the names callers have al
     TransportOptions,
 )
 from imgtool.registry.options import schemes as _schemes_for
-from imgtool.registry.plainhttp import PlainSession, TransportError, body_length
+from imgtool.registry.plainhttp import PlainSession, RefusedRequest, TransportError, body_length
 
 if TYPE_CHECKING:
     import requests
@@ -154,7 +154,7 @@ def _registry_codes(resp: Response) -> tuple[tuple[str, ...], str]:
         codes = tuple(str(e.get("code", "")) for e in errors)
         message = "; ".join(str(e.get("message", "")) for e in errors if e.get("message"))
         return codes, message
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         return (), ""
 
 
@@ -422,7 +422,7 @@ class RegistryClient:
             doc = resp.json()
             token = doc.get("token") or doc.get("access_token")
             ttl = float(doc.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             token, ttl = None, 0
         if not token:
             raise RegistryError(f"{self.host}: token server {_redact(ch.realm)} sent no token")
@@ -510,7 +510,7 @@ class RegistryClient:
             try:
                 resp = self._follow(method, url, headers, body, stream)
             except _transport_errors() as e:
-                if last_try or _tls_failed(e):
+                if last_try or _tls_failed(e) or isinstance(e, RefusedRequest):
                     raise RegistryUnavailable(
                         f"{method} {_redact(url)} failed: {_root_cause(e)}",
                         method=method,
@@ -547,8 +547,15 @@ class RegistryClient:
                     data.close()  # type: ignore[union-attr]
             if resp.status_code not in REDIRECTS or "Location" not in resp.headers:
                 return resp
-            url = urljoin(url, resp.headers["Location"])
             _discard(resp)
+            try:
+                url = urljoin(url, resp.headers["Location"])
+            except ValueError:  # "http://[::1/": the server's text, no URL
+                raise RegistryError(
+                    f"{method} {_redact(url)}: redirected to a malformed URL",
+                    method=method,
+                    url=_redact(url),
+                ) from None
             if urlsplit(url)[:2] != origin:
                 hdrs.pop("Authorization", None)
             if resp.status_code == 303:

@@ -50,7 +50,7 @@ def status_of(line: str) -> tuple[str, int, str]:
     """The version, code and reason of a status line ("HTTP/1.1 200 OK")."""
     version, _, rest = line.partition(" ")
     code, _, reason = rest.partition(" ")
-    if version not in ("HTTP/1.0", "HTTP/1.1") or not (decimal(code) and len(code) == 3):
+    if version not in ("HTTP/1.0", "HTTP/1.1") or not (decimal(code) and 100 <= int(code) <= 999):
         raise NotAStatusLine(f"not an HTTP status line: {line[:80]!r}")
     return version, int(code), reason.strip()
 

@@ -43,7 +43,14 @@ from imgtool.registry.http1 import (
     parse_head,
 )
 
-__all__ = ["BodyLengthError", "Headers", "PlainResponse", "PlainSession", "TransportError"]
+__all__ = [
+    "BodyLengthError",
+    "Headers",
+    "PlainResponse",
+    "PlainSession",
+    "RefusedRequest",
+    "TransportError",
+]
 
 SEND_BLOCK = 1 << 20  # what a body without a file descriptor is sent in
 SMALL_BODY = 64 << 10  # a body up to this goes in one send with its head
@@ -57,6 +64,11 @@ MAX_CONTINUES = 8  # "100 Continue" answers skipped before the answer itself
 
 class TransportError(ConnectionError):
     """No whole answer: refused, reset or timed out, or a body that ended early."""
+
+
+class RefusedRequest(TransportError):
+    """A request that would not be one request on the wire (see `_head`): never sent, and
+    no use asking again."""
 
 
 class BodyLengthError(ValueError):
@@ -85,32 +97,38 @@ class _Connection:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        self.pending = b""
+        self.buffer = b""  # received: buffer[at:] not yet read (one slice per read, not a copy
+        self.at = 0  # of all that is left: many small chunks would copy it each time)
+
+    @property
+    def pending(self) -> int:
+        return len(self.buffer) - self.at
 
     def receive(self, size: int) -> bytes:
         """Up to `size` bytes: what is pending, else one receive (b"": the server closed)."""
         if self.pending:
-            data, self.pending = self.pending[:size], self.pending[size:]
+            data = self.buffer[self.at : self.at + size]
+            self.at += len(data)
             return data
         return self.sock.recv(size)
 
     def line(self, first: bool = False) -> str:
         """One line of a head, without its line end; at most MAX_LINE bytes. The connection
         ending before it is `_NoAnswer` for an answer's `first` line, else a TransportError."""
-        start = 0
-        while (end := self.pending.find(b"\n", start)) < 0:
-            if len(self.pending) > MAX_LINE:
+        start = self.at
+        while (end := self.buffer.find(b"\n", start)) < 0:
+            if self.pending > MAX_LINE:
                 raise TransportError(f"a line of the answer is over {MAX_LINE} bytes")
-            start = len(self.pending)
             more = self.sock.recv(HEAD_BLOCK)
             if not more:
                 if first and not self.pending:
                     raise _NoAnswer("the server closed the connection without an answer")
-                raise TransportError("the answer ended in the middle of its head")
-            self.pending += more
-        if end > MAX_LINE:
+                raise TransportError("the connection closed in the middle of a line")
+            start = self.pending
+            self.buffer, self.at = self.buffer[self.at :] + more, 0
+        if end - self.at > MAX_LINE:
             raise TransportError(f"a line of the answer is over {MAX_LINE} bytes")
-        line, self.pending = self.pending[:end], self.pending[end + 1 :]
+        line, self.at = self.buffer[self.at : end], end + 1
         return line.removesuffix(b"\r").decode("latin-1")
 
     def head(self) -> list[str]:
@@ -172,9 +190,11 @@ class PlainResponse:
                 raise _NoAnswer(f"no answer from {self._shown}: {e}") from None
             except Malformed as e:
                 raise TransportError(f"the answer from {self._shown} is not HTTP: {e}") from None
-            if code != 100:
+            if code >= 200:
                 return version, code, reason, headers
-        raise TransportError(f"{self._shown} answered only '100 Continue'")
+            if code == 101:  # nobody asked to switch: what follows is no HTTP/1.1 answer
+                raise TransportError(f"{self._shown} answered {code} {reason}".rstrip())
+        raise TransportError(f"{self._shown} answered only interim (1xx) answers")
 
     def _frame(self, method: str) -> None:
         """Where the body ends: RFC 9112 section 6.3, as http.client reads it, and stricter
@@ -207,12 +227,10 @@ class PlainResponse:
             return self._body.read(amt)
         if amt is None:
             return b"".join(iter(lambda: self._read1(SEND_BLOCK), b""))
-        parts: list[bytes] = []
-        got = 0
-        while got < amt and (data := self._read1(amt - got)):
-            parts.append(data)
-            got += len(data)
-        return b"".join(parts)
+        got = bytearray()  # not a list: a million one-byte chunks would take 100 MiB
+        while len(got) < amt and (data := self._read1(amt - len(got))):
+            got += data
+        return bytes(got)
 
     def iter_content(self, chunk_size: int) -> Iterator[bytes]:
         """The body as it arrives, up to `chunk_size` at a time (one receive each): a
@@ -342,6 +360,8 @@ class PlainSession:
                 conn, _ = self._connection(host, port, timeout, pooled=False)
                 self._send(conn, method, target, head, length, data)
                 return PlainResponse(self, conn, method, url, stream)
+        except RefusedRequest:
+            raise
         except OSError as e:
             if conn is not None:
                 conn.close()
@@ -391,7 +411,7 @@ class PlainSession:
         them: a control character or blank in the target, or a line end in a header, would
         split the request in two (a redirect's Location or a token is the server's text)."""
         if not method.isalpha() or not _printable(target) or " " in target:
-            raise TransportError(f"refused to send {method} {target[:80]!r}: control characters")
+            raise RefusedRequest(f"refused to send {method} {target[:80]!r}: control characters")
         names = {k.lower(): v for k, v in headers.items()}
         declared = names.get("content-length")
         length = int(declared) if declared is not None else body_length(data)
@@ -400,7 +420,7 @@ class PlainSession:
             lines.append(f"User-Agent: {self.user_agent}")
         for name, value in headers.items():
             if not name.isascii() or not name.replace("-", "").isalnum() or not _printable(value):
-                raise TransportError(f"refused to send header {name[:40]!r}: not a header")
+                raise RefusedRequest(f"refused to send header {name[:40]!r}: not a header")
             lines.append(f"{name}: {value}")
         if declared is None and (data is not None or method in ("PUT", "POST")):
             lines.append(f"Content-Length: {length}")
@@ -444,9 +464,9 @@ def _address(netloc: str) -> tuple[str, int]:
     try:
         port = parts.port or 80
     except ValueError:
-        raise TransportError(f"bad port in {netloc!r}") from None
+        raise RefusedRequest(f"bad port in {netloc!r}") from None
     if not parts.hostname or "@" in netloc or " " in netloc or not _printable(netloc):
-        raise TransportError(f"not a host to connect to: {netloc!r}")
+        raise RefusedRequest(f"not a host to connect to: {netloc!r}")
     return parts.hostname, port
 
 

@@ -68,6 +68,15 @@ def test_messages_are_one_line_and_name_the_culprit() -> None:
     assert failure_of(multi) == Failure("image a b is not in the store (pull it first)", 1)
 
 
+def test_a_servers_terminal_escapes_are_shown_not_obeyed() -> None:
+    """A registry's reason phrase and error messages reach the message: an escape in them
+    could retitle or clear the terminal, or draw a line of its own."""
+    told = NotFound("GET http://r/v2/x: 404 Gone\x1b]0;owned\x07\x1b[2J\rimgtool: pulled")
+    shown = failure_of(told)
+    assert shown is not None and "\x1b" not in shown.message and "\x07" not in shown.message
+    assert shown.message.endswith(r"404 Gone\x1b]0;owned\x07\x1b[2J imgtool: pulled")
+
+
 def test_not_ours_is_left_alone() -> None:
     """Bugs keep their traceback; click's own exits (--help, ctx.exit) pass through."""
     assert failure_of(ValueError("bug")) is None

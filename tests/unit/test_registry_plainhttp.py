@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from imgtool.errors import RegistryUnavailable, SizeMismatch
+from imgtool.errors import NotFound, RegistryError, RegistryUnavailable, SizeMismatch
 from imgtool.registry.client import RegistryClient
 from imgtool.registry.options import TransportOptions
 from imgtool.registry.plainhttp import Headers, PlainResponse, PlainSession, TransportError
@@ -415,3 +415,69 @@ def test_https_and_proxied_requests_are_left_to_requests(monkeypatch: pytest.Mon
     assert not client._plain("https://127.0.0.1:5000/v2/")
     monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
     assert not client._plain("http://127.0.0.1:5000/v2/")
+
+
+def test_every_interim_answer_is_skipped_not_taken_for_the_answer(
+    serve: Callable[[list[Answer]], Server],
+) -> None:
+    """A 103 Early Hints (a CDN in front of a registry sends them) is no more the answer than
+    a 100 is: taken for it, the real answer would wait on the pooled connection and be read
+    as the answer to the next request."""
+    answer = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+        b"HTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    server = serve([raw(answer), ok(b'{"next":1}')])
+    session = PlainSession("test")
+    resp = get(session, server)
+    assert (resp.status_code, resp.json()) == (200, {})
+    assert get(session, server).json() == {"next": 1}
+    assert server.connections == 1
+
+
+def test_a_switch_nobody_asked_for_is_a_transport_error(
+    serve: Callable[[list[Answer]], Server],
+) -> None:
+    server = serve([raw(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n")])
+    with pytest.raises(TransportError, match="101"):
+        get(PlainSession("test"), server)
+
+
+API = b"Docker-Distribution-API-Version: registry/2.0\r\n"
+
+
+def test_a_request_refused_before_sending_is_not_asked_again(
+    serve: Callable[[list[Answer]], Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line end in a header (a hostile token server's token) is refused on every try
+    alike: asking again, with backoff, only delays the one-line error."""
+    server = serve([ok(extra=API)])
+    slept: list[float] = []
+    monkeypatch.setattr("imgtool.registry.client.time.sleep", slept.append)
+    client = RegistryClient(server.host, TransportOptions(retries=4))
+    client.ping()
+    with pytest.raises(RegistryUnavailable, match="refused to send header"):
+        client.request("GET", "/v2/r/manifests/t", [], headers={"X-Token": "t\r\nX-Smuggled: 1"})
+    assert slept == []
+
+
+def test_an_error_body_nested_past_the_stack_is_still_one_error(
+    serve: Callable[[list[Answer]], Server],
+) -> None:
+    nested = b"[" * 100_000
+    not_found = b"HTTP/1.1 404 NF\r\nContent-Length: %d\r\n\r\n%s" % (len(nested), nested)
+    server = serve([ok(extra=API), raw(not_found)])
+    client = RegistryClient(server.host, TransportOptions(retries=0))
+    client.ping()
+    with pytest.raises(NotFound):
+        client.request("GET", "/v2/r/blobs/sha256:0", [])
+
+
+def test_a_redirect_to_no_url_is_a_registry_error(serve: Callable[[list[Answer]], Server]) -> None:
+    moved = b"HTTP/1.1 302 Found\r\nLocation: http://[::1/x\r\nContent-Length: 0\r\n\r\n"
+    server = serve([ok(extra=API), raw(moved)])
+    client = RegistryClient(server.host, TransportOptions(retries=0))
+    client.ping()
+    with pytest.raises(RegistryError, match="malformed URL"):
+        client.request("GET", "/v2/r/manifests/t", [])
