@@ -6,17 +6,22 @@ name and mtime 0, so the same tar always gives the same blob.
 
 from __future__ import annotations
 
-import gzip
 import importlib
 import io
 import zlib
 from types import ModuleType
-from typing import BinaryIO, Literal
 
-# zstandard (~5 ms to import) is imported where a zstd stream is read or written: most layers,
-# and every command that only copies blobs, never need it
+# zstandard (~5 ms to import) is imported where a zstd stream is read or written, and gzip
+# (~1 ms) where one is written or found corrupt: most layers, and every command that only
+# copies blobs, never need them
 
-Compression = Literal["gzip", "zstd", "none"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~4 ms)
+if TYPE_CHECKING:
+    from typing import BinaryIO, Literal
+
+    Compression = Literal["gzip", "zstd", "none"]
+else:
+    Compression = str
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -115,6 +120,8 @@ class GzipReader:
             try:
                 out = self._decoder.decompress(data, n)  # at most n: no gzip bomb in memory
             except self._errors as e:
+                import gzip
+
                 raise gzip.BadGzipFile(f"corrupt gzip stream: {e}") from None
             self._pending = self._decoder.unconsumed_tail
             if out:
@@ -142,6 +149,8 @@ class GzipWriter:
     """A deterministic gzip stream writer (no file name, mtime 0) over a binary sink."""
 
     def __init__(self, sink: BinaryIO, level: int = 6) -> None:
+        import gzip
+
         self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=level, mtime=0)
 
     def write(self, data: bytes) -> int:

@@ -18,12 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO
 
-from imgtool import compression, oci
 from imgtool import mediatypes as mt
+from imgtool import oci
 from imgtool.digest import Digest
 from imgtool.errors import DigestMismatch, InvalidReference, SpecError, StoreError
 from imgtool.progress import Callback, ignore
@@ -40,19 +37,27 @@ from imgtool.transports import (
     StoreDestination,
     StoreSource,
 )
+from imgtool.values import Frozen, Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~4 ms)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 ARCHIVE_FORMATS = ("docker-archive", "oci-archive")
 _UNSUPPORTED = ("dir", "containers-storage", "docker-daemon", "ostree", "sif", "tarball")
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(Frozen):
     """A parsed `TRANSPORT:…` argument. `path` is the directory or file, or for the registry
     and the store the reference; `ref` what follows a path (a path has no colon, as in skopeo)."""
 
+    __slots__ = ("transport", "path", "ref")
     transport: str  # docker, oci, docker-archive, oci-archive, store
     path: str
-    ref: str = ""
+    ref: str
+
+    def __init__(self, transport: str, path: str, ref: str = "") -> None:
+        self._init(transport, path, ref)
 
     @classmethod
     def parse(cls, text: str) -> Location:
@@ -81,29 +86,59 @@ class Location:
         return f"{self.transport}:{self.path}" + (f":{self.ref}" if self.ref else "")
 
 
-@dataclass
-class CopyOptions:
-    all_platforms: bool = False
-    platform: oci.Platform | None = None
-    source_transport: TransportOptions = field(default_factory=TransportOptions)
-    destination_transport: TransportOptions = field(default_factory=TransportOptions)
-    progress: Callback = ignore
+class CopyOptions(Value):
+    __slots__ = (
+        "all_platforms",
+        "platform",
+        "source_transport",
+        "destination_transport",
+        "progress",
+    )
+    all_platforms: bool
+    platform: oci.Platform | None
+    source_transport: TransportOptions
+    destination_transport: TransportOptions
+    progress: Callback
+
+    def __init__(
+        self,
+        all_platforms: bool = False,
+        platform: oci.Platform | None = None,
+        source_transport: TransportOptions | None = None,
+        destination_transport: TransportOptions | None = None,
+        progress: Callback = ignore,
+    ) -> None:
+        self._init(
+            all_platforms,
+            platform,
+            source_transport or TransportOptions(),
+            destination_transport or TransportOptions(),
+            progress,
+        )
 
 
-@dataclass(frozen=True)
-class CopyResult:
+class CopyResult(Frozen):
+    __slots__ = ("source", "destination", "digest", "media_type", "platforms")
     source: str  # what was read, as a label (docker://…, oci:…, a store name)
     destination: str
     digest: str  # of what names the image at the destination
     media_type: str
     platforms: int
 
+    def __init__(
+        self, source: str, destination: str, digest: str, media_type: str, platforms: int
+    ) -> None:
+        self._init(source, destination, digest, media_type, platforms)
 
-@dataclass(frozen=True)
-class Loaded:
+
+class Loaded(Frozen):
+    __slots__ = ("names", "digest", "image_id")
     names: tuple[str, ...]  # the names set in the store (none: an unnamed image)
     digest: str  # of the manifest (or index) the names point at
     image_id: str  # the config's digest ("" for an index)
+
+    def __init__(self, names: tuple[str, ...], digest: str, image_id: str) -> None:
+        self._init(names, digest, image_id)
 
 
 # --- opening -------------------------------------------------------------------------------
@@ -127,10 +162,9 @@ def open_source(loc: Location, store: Store, transport: TransportOptions) -> Sou
 
 
 def _layout_source(loc: Location) -> StoreSource:
-    root = Path(loc.path)
-    if not (root / "oci-layout").is_file():
+    if not os.path.isfile(os.path.join(loc.path, "oci-layout")):
         raise SpecError(f"oci:{loc.path}: no OCI image layout there (no oci-layout file)")
-    layout = Store(root)
+    layout = Store(loc.path)
     entries = layout.entries()
     ref = loc.ref
     if not ref:
@@ -155,7 +189,7 @@ def open_destination(
         name = str(store.resolve(loc.path))
         return StoreDestination(store, name, f"store:{name}", progress)
     if loc.transport == "oci":
-        return StoreDestination(Store(Path(loc.path)), loc.ref or None, str(loc), progress)
+        return StoreDestination(Store(loc.path), loc.ref or None, str(loc), progress)
     return ArchiveDestination(loc.transport, loc.path, loc.ref, progress)
 
 
@@ -300,9 +334,11 @@ def _image_id(sel: Selected) -> str:
 
 
 @contextlib.contextmanager
-def _archive_file(store: Store, path: str | None, stream: BinaryIO | None) -> Iterator[Path]:
+def _archive_file(store: Store, path: str | None, stream: BinaryIO | None) -> Iterator[str]:
     """A plain tar file to read members from at their offsets: the file itself, or, for a
     pipe or a compressed archive, a decompressed copy in the store's ingest/ that goes after."""
+    from imgtool import compression  # gzip and zstd: only an archive to load may need them
+
     src: BinaryIO | None = stream
     opened = None
     if path and path != "-":
@@ -312,14 +348,14 @@ def _archive_file(store: Store, path: str | None, stream: BinaryIO | None) -> It
             raise SpecError(f"{path}: cannot open: {e.strerror}") from None
         if compression.sniff(opened.read(4)) == "none":
             opened.close()
-            yield Path(path)
+            yield path
             return
         opened.seek(0)
         src = opened
     if src is None:
         raise SpecError("load: no archive given (a file, or one on standard input)")
     store.init()
-    spool = store.root / "ingest" / f"load.{os.getpid()}.tar"
+    spool = os.path.join(store.root, "ingest", f"load.{os.getpid()}.tar")
     try:
         with open(spool, "wb") as out:
             _decompress_into(src, out, path or "standard input")
@@ -332,9 +368,10 @@ def _archive_file(store: Store, path: str | None, stream: BinaryIO | None) -> It
 
 
 def _decompress_into(src: BinaryIO, out: BinaryIO, shown: str) -> None:
-    try:
-        from imgtool.tarball import copy_stream
+    from imgtool import compression
+    from imgtool.tarball import copy_stream
 
+    try:
         copy_stream(compression.open_decompressed(src), out.write)
     except OSError as e:
         if e.errno is not None:

@@ -7,8 +7,6 @@ in one PUT and large ones in chunks. Manifests go last, children before their in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from imgtool import oci
 from imgtool import reference as refs
 from imgtool.errors import ImgtoolError, InvalidReference, SpecError
@@ -16,21 +14,32 @@ from imgtool.progress import Callback, Event, ignore
 from imgtool.reference import Reference
 from imgtool.registry.client import ClientPool, RegistryClient, TransportOptions
 from imgtool.store import Store
+from imgtool.values import Frozen, Value
 
 
-@dataclass
-class PushOptions:
-    transport: TransportOptions = field(default_factory=TransportOptions)
-    progress: Callback = ignore
+class PushOptions(Value):
+    __slots__ = ("transport", "progress")
+    transport: TransportOptions
+    progress: Callback
+
+    def __init__(
+        self, transport: TransportOptions | None = None, progress: Callback = ignore
+    ) -> None:
+        self._init(transport or TransportOptions(), progress)
 
 
-@dataclass(frozen=True)
-class PushResult:
+class PushResult(Frozen):
+    __slots__ = ("reference", "digest", "uploaded", "mounted", "skipped")
     reference: str
     digest: str
     uploaded: int
     mounted: int
     skipped: int
+
+    def __init__(
+        self, reference: str, digest: str, uploaded: int, mounted: int, skipped: int
+    ) -> None:
+        self._init(reference, digest, uploaded, mounted, skipped)
 
 
 def push(

@@ -5,15 +5,19 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+
+from imgtool.values import Frozen, Value
 
 _PARAM = re.compile(r'\s*([a-zA-Z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
 
 
-@dataclass(frozen=True)
-class Challenge:
+class Challenge(Frozen):
+    __slots__ = ("scheme", "params")
     scheme: str  # lower case: "bearer" or "basic"
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str]
+
+    def __init__(self, scheme: str, params: dict[str, str] | None = None) -> None:
+        self._init(scheme, {} if params is None else params)
 
     @property
     def realm(self) -> str:
@@ -74,10 +78,13 @@ def merge_scopes(scopes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(f"{k}:{','.join(sorted(v))}" for k, v in sorted(merged.items()))
 
 
-@dataclass
-class Token:
+class Token(Value):
+    __slots__ = ("value", "expires_at")
     value: str
     expires_at: float
+
+    def __init__(self, value: str, expires_at: float) -> None:
+        self._init(value, expires_at)
 
 
 class TokenCache:

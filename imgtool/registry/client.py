@@ -11,17 +11,14 @@ Range), and size limits on what is read into memory (manifests, configs).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from imgtool import mediatypes as mt
+from imgtool.digest import Digest
 from imgtool.errors import (
     AuthError,
     DigestMismatch,
@@ -32,7 +29,6 @@ from imgtool.errors import (
     SpecError,
     TooManyRequests,
 )
-from imgtool.registry import credentials as creds_mod
 from imgtool.registry.auth import Challenge, TokenCache, merge_scopes, parse_challenges
 from imgtool.registry.failures import root_cause as _root_cause
 from imgtool.registry.failures import speaks_plain_http as _speaks_plain_http
@@ -44,9 +40,49 @@ from imgtool.registry.options import (  # re-exported: the names callers have al
 )
 from imgtool.registry.options import schemes as _schemes_for
 from imgtool.registry.plainhttp import PlainSession, RefusedRequest, TransportError, body_length
+from imgtool.values import Value
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~4 ms)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from typing import Any, BinaryIO, Protocol
+
     import requests
+
+    from imgtool.registry.credentials import Credentials
+
+    class BlobSink(Protocol):
+        @property
+        def offset(self) -> int: ...  # bytes it holds (a resumed download asks from there)
+
+        def write(self, data: bytes) -> None: ...
+
+        def restart(self) -> None: ...
+
+    class _Body(Protocol):
+        def read(self, amt: int | None = ..., decode_content: bool = ...) -> bytes: ...
+
+    class Response(Protocol):
+        """What the client reads of an answer: requests' Response, or plainhttp's."""
+
+        status_code: int
+        url: str
+
+        @property
+        def reason(self) -> str | None: ...
+
+        @property
+        def headers(self) -> Mapping[str, str]: ...
+
+        @property
+        def raw(self) -> _Body: ...
+
+        def iter_content(self, chunk_size: int) -> Iterator[bytes]: ...
+
+        def json(self) -> Any: ...
+
+        def close(self) -> None: ...
+
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -57,47 +93,15 @@ CHUNK = 1 << 20
 DISCARD_LIMIT = 64 << 10  # error and redirect bodies up to this are read to keep the connection
 
 
-class BlobSink(Protocol):
-    @property
-    def offset(self) -> int: ...  # bytes it holds (a resumed download asks from there)
-
-    def write(self, data: bytes) -> None: ...
-
-    def restart(self) -> None: ...
-
-
-@dataclass
-class ManifestInfo:
+class ManifestInfo(Value):
+    __slots__ = ("digest", "media_type", "size", "raw")
     digest: str
     media_type: str
     size: int
-    raw: bytes = b""
+    raw: bytes
 
-
-class _Body(Protocol):
-    def read(self, amt: int | None = ..., decode_content: bool = ...) -> bytes: ...
-
-
-class Response(Protocol):
-    """What the client reads of an answer: requests' Response, or plainhttp's."""
-
-    status_code: int
-    url: str
-
-    @property
-    def reason(self) -> str | None: ...
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    @property
-    def raw(self) -> _Body: ...
-
-    def iter_content(self, chunk_size: int) -> Iterator[bytes]: ...
-
-    def json(self) -> Any: ...
-
-    def close(self) -> None: ...
+    def __init__(self, digest: str, media_type: str, size: int, raw: bytes = b"") -> None:
+        self._init(digest, media_type, size, raw)
 
 
 _PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
@@ -184,7 +188,7 @@ class RegistryClient:
         self.base_url = ""
         self.challenge: Challenge | None = None
         self.tokens = TokenCache()
-        self._creds: creds_mod.Credentials | None = None
+        self._creds: Credentials | None = None
         self._creds_loaded = False
         self._lock = threading.Lock()
 
@@ -233,13 +237,16 @@ class RegistryClient:
     # --- credentials and ping --------------------------------------------------------------
 
     @property
-    def credentials(self) -> creds_mod.Credentials | None:
+    def credentials(self) -> Credentials | None:
         with self._lock:
             if not self._creds_loaded:
                 if self.options.credentials is not None:
                     self._creds = self.options.credentials
                 elif not self.options.anonymous:
-                    self._creds = creds_mod.lookup(self.host)
+                    # the auth files: read only once a registry asks who is there
+                    from imgtool.registry.credentials import lookup
+
+                    self._creds = lookup(self.host)
                 self._creds_loaded = True
             return self._creds
 
@@ -375,7 +382,7 @@ class RegistryClient:
         return f"Bearer {token}"
 
     def _fetch_token(
-        self, ch: Challenge, scopes: tuple[str, ...], creds: creds_mod.Credentials | None
+        self, ch: Challenge, scopes: tuple[str, ...], creds: Credentials | None
     ) -> tuple[str, float]:
         params: list[tuple[str, str]] = []
         if ch.service:
@@ -646,7 +653,7 @@ class RegistryClient:
             stream=True,
         )
         raw = self._read_limited(resp, MAX_MANIFEST_BYTES, what)
-        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        actual = str(Digest.of(raw))
         header = resp.headers.get("Docker-Content-Digest")
         if header and header.startswith("sha256:") and header != actual:
             raise DigestMismatch(what, header, actual, len(raw))
@@ -663,7 +670,7 @@ class RegistryClient:
             stream=True,
         )
         raw = self._read_limited(resp, MAX_CONFIG_BYTES, what)
-        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        actual = str(Digest.of(raw))
         if actual != digest:
             raise DigestMismatch(what, digest, actual, len(raw))
         return raw
@@ -699,7 +706,7 @@ class RegistryClient:
             headers={"Content-Type": media_type},
             body=raw,
         )
-        actual = "sha256:" + hashlib.sha256(raw).hexdigest()
+        actual = str(Digest.of(raw))
         header = resp.headers.get("Docker-Content-Digest")
         if header and header != actual:
             raise DigestMismatch(f"pushed manifest {repository}:{ref}", actual, header)
@@ -893,12 +900,12 @@ def _repository_of(url: str) -> str:
     return ""
 
 
-@dataclass
 class ClientPool:
     """One client per host, so that pings, tokens and connections are shared."""
 
-    options: TransportOptions = field(default_factory=TransportOptions)
-    _clients: dict[tuple[str, bool], RegistryClient] = field(default_factory=dict)
+    def __init__(self, options: TransportOptions | None = None) -> None:
+        self.options = options or TransportOptions()
+        self._clients: dict[tuple[str, bool], RegistryClient] = {}
 
     def get(self, host: str, insecure: bool = False) -> RegistryClient:
         key = (host, insecure)

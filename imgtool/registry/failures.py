@@ -4,8 +4,8 @@ what happened."""
 
 from __future__ import annotations
 
+import _socket  # the C module: the `socket` wrapper costs ~5 ms (selectors, enums)
 import errno
-import socket
 import sys
 from collections.abc import Iterator
 
@@ -20,8 +20,8 @@ _ERRNO_REASONS = {
     errno.ETIMEDOUT: "timed out",
 }
 _GAI_REASONS = {
-    socket.EAI_NONAME: "Name or service not known",
-    socket.EAI_AGAIN: "Temporary failure in name resolution",
+    _socket.EAI_NONAME: "Name or service not known",
+    _socket.EAI_AGAIN: "Temporary failure in name resolution",
 }
 _CHAIN_LIMIT = 32  # wrappers are a handful deep; a bound instead of trusting the chain
 
@@ -56,7 +56,7 @@ def _reason_of(e: BaseException) -> str | None:
     ssl = sys.modules.get("ssl")
     if ssl is not None and isinstance(e, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {e.verify_message}"
-    if isinstance(e, socket.gaierror):
+    if isinstance(e, _socket.gaierror):
         return _GAI_REASONS.get(e.errno or 0, "name resolution failed")
     if isinstance(e, TimeoutError):
         return "timed out"

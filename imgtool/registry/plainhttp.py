@@ -23,14 +23,13 @@ goes out with sendfile(2): no copy through Python.
 
 from __future__ import annotations
 
+import _socket
+import errno
 import io
 import json
 import os
 import select
-import socket
 import threading
-from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from imgtool.registry.http1 import (
@@ -42,6 +41,11 @@ from imgtool.registry.http1 import (
     decimal,
     parse_head,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~4 ms)
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from typing import Any, BinaryIO
 
 __all__ = [
     "BodyLengthError",
@@ -86,15 +90,77 @@ class _NoAnswer(TransportError):
 _STALE = (_NoAnswer, ConnectionResetError, BrokenPipeError)
 
 
+def _connect(host: str, port: int, timeout: float) -> _socket.socket:
+    """socket.create_connection on the C module: the `socket` wrapper costs ~5 ms of imports
+    and enum building that nothing here needs, and getaddrinfo given a str host encodes it
+    with the idna codec, whose first use imports unicodedata and stringprep (~2 ms). The
+    host is ASCII (`_address` lets no other through)."""
+    last: OSError = OSError(f"no address for {host}")
+    name = host.encode("ascii")
+    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as e:
+            sock.close()
+            last = e
+            continue
+        return sock
+    raise last
+
+
+def _sendfile(sock: _socket.socket, data: BinaryIO, count: int) -> int | None:
+    """Up to `count` bytes of the file from its position with sendfile(2), waiting out a full
+    send buffer within the socket's timeout, as socket.sendfile does: the bytes sent (the file
+    left after them), or None when the file cannot be sent so (not a regular file)."""
+    try:
+        offset = data.tell()
+    except OSError:  # a pipe has no position
+        return None
+    out = select.poll()
+    out.register(sock.fileno(), select.POLLOUT)
+    timeout = sock.gettimeout()
+    wait = None if timeout is None else timeout * 1000
+    sent = 0
+    try:
+        while sent < count:
+            try:
+                n = os.sendfile(sock.fileno(), data.fileno(), offset + sent, count - sent)
+            except BlockingIOError:
+                if not out.poll(wait):
+                    raise TimeoutError("timed out") from None
+                continue
+            except OSError as e:
+                if sent or e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                return None
+            if not n:
+                break  # the file ended first
+            sent += n
+    finally:
+        data.seek(offset + sent)
+    return sent
+
+
+def _send_blocks(sock: _socket.socket, data: BinaryIO, count: int) -> int:
+    """Up to `count` bytes of a file-like body read and sent a block at a time; the bytes sent."""
+    sent = 0
+    while sent < count and (block := data.read(min(SEND_BLOCK, count - sent))):
+        sock.sendall(block)
+        sent += len(block)
+    return sent
+
+
 class _Connection:
     """A socket to one host and port, and what was received on it and not yet read."""
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.key = f"{host}:{port}"
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = _connect(host, port, timeout)
         try:
             # a head and a small body go in separate sends: Nagle would hold the second
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         except OSError:
             pass
         self.buffer = b""  # received: buffer[at:] not yet read (one slice per read, not a copy
@@ -443,16 +509,11 @@ class PlainSession:
                 conn.sock.sendall(head)
                 if data and sent == length:
                     conn.sock.sendall(data)  # not joined: a copy of a chunk of megabytes
-        elif _has_fileno(data):
-            conn.sock.sendall(head)
-            # never past the length announced: what follows would be read as the next request
-            sent = conn.sock.sendfile(data, offset=data.tell(), count=length) if length else 0
         else:
             conn.sock.sendall(head)
-            sent = 0
-            while sent < length and (block := data.read(min(SEND_BLOCK, length - sent))):
-                conn.sock.sendall(block)
-                sent += len(block)
+            # never past the length announced: what follows would be read as the next request
+            by_file = _sendfile(conn.sock, data, length) if _has_fileno(data) else None
+            sent = _send_blocks(conn.sock, data, length) if by_file is None else by_file
         if sent != length:
             where = target.split("?")[0]
             raise BodyLengthError(f"{method} {where}: a body of {sent} bytes, not {length}")

@@ -12,7 +12,6 @@ and the store is left exactly as it was.
 """
 
 from imgtool.transports.common import Selected
-from imgtool.transports.pipe import Pipe
 from imgtool.transports.read import ArchiveSource, RegistrySource, Source, StoreSource
 from imgtool.transports.write import (
     ArchiveDestination,
@@ -20,6 +19,21 @@ from imgtool.transports.write import (
     RegistryDestination,
     StoreDestination,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~4 ms)
+if TYPE_CHECKING:
+    from imgtool.transports.pipe import Pipe
+
+
+def __getattr__(name: str) -> object:
+    """`Pipe` on first use: queue, which it stands on, is for a registry blob read as a file
+    (an upload or archive from a registry), never for a copy into a layout or the store."""
+    if name == "Pipe":
+        from imgtool.transports.pipe import Pipe
+
+        return Pipe
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ArchiveDestination",

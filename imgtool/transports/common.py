@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from imgtool import oci
+from imgtool.values import Frozen
 
 MAX_CONCURRENT = 3  # blobs at once, as pull and Docker
 
 
-@dataclass(frozen=True)
-class Selected:
+class Selected(Frozen):
     """What a copy writes: `top` is named (the index with --all, else one manifest); the
     manifests' blobs go first. `index_digest` is the index a platform was picked from."""
 
+    __slots__ = ("top", "manifests", "index_digest")
     top: oci.Manifest | oci.Index
     manifests: tuple[oci.Manifest, ...]
-    index_digest: str | None = None
+    index_digest: str | None
+
+    def __init__(
+        self,
+        top: oci.Manifest | oci.Index,
+        manifests: tuple[oci.Manifest, ...],
+        index_digest: str | None = None,
+    ) -> None:
+        self._init(top, manifests, index_digest)
 
 
 def short_digest(digest: str) -> str:

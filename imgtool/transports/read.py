@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, BinaryIO
-
 from imgtool import oci
-from imgtool import reference as refs
 from imgtool.errors import (
     BlobNotFound,
     DigestMismatch,
     ImgtoolError,
 )
-from imgtool.registry.client import BlobSink, ClientPool, RegistryClient, TransportOptions
+from imgtool.registry.client import ClientPool, RegistryClient, TransportOptions
 from imgtool.store import Store
-from imgtool.transports.pipe import Pipe
 
-if TYPE_CHECKING:  # archives (tarfile, zstandard) are loaded only for archive copies
-    from imgtool import archive as arc
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (~4 ms)
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from imgtool import archive as arc  # tarfile, zstandard: loaded only for archive copies
+    from imgtool import reference as refs
+    from imgtool.registry.client import BlobSink
 
 CHUNK = 1 << 20
 
@@ -127,6 +128,8 @@ class RegistrySource(Source):
         return oci.parse_manifest_or_index(got.raw, got.media_type or desc.media_type)
 
     def open_blob(self, desc: oci.Descriptor) -> BinaryIO:
+        from imgtool.transports.pipe import Pipe  # queue: only a blob read as a file needs it
+
         client, repo = self._connected(), self._repository
         return Pipe(desc.size, lambda sink: client.download_blob(repo, desc.digest, sink))  # type: ignore[return-value]
 

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from imgtool.errors import NotFound, RegistryError, RegistryUnavailable, SizeMismatch
+from imgtool.registry import plainhttp
 from imgtool.registry.client import RegistryClient
 from imgtool.registry.options import TransportOptions
 from imgtool.registry.plainhttp import Headers, PlainResponse, PlainSession, TransportError
@@ -210,6 +213,14 @@ def test_a_file_body_goes_whole_with_its_length(
     assert body == blob.read_bytes()[1000:]
 
 
+def put(session: PlainSession, host: str, body: BinaryIO, length: int) -> PlainResponse:
+    """A PUT of a file body, `length` bytes of it by its Content-Length."""
+    headers = {"Content-Length": str(length)}
+    return session.request(
+        "PUT", f"http://{host}/up", headers=headers, data=body, stream=False, timeout=10
+    )
+
+
 def test_a_file_longer_than_its_length_sends_only_the_length(
     serve: Callable[[list[Answer]], Server], tmp_path: Path
 ) -> None:
@@ -222,15 +233,7 @@ def test_a_file_longer_than_its_length_sends_only_the_length(
     server = serve([lambda _: created, ok()])
     session = PlainSession("test")
     with open(blob, "rb") as f:
-        put = session.request(
-            "PUT",
-            f"http://{server.host}/up",
-            headers={"Content-Length": "10"},
-            data=f,
-            stream=False,
-            timeout=10,
-        )
-    assert put.status_code == 201
+        assert put(session, server.host, f, 10).status_code == 201
     assert get(session, server).status_code == 200
     assert [r.split(b" ", 1)[0] for r in server.requests] == [b"PUT", b"GET"]
     assert server.requests[0].endswith(b"\r\n\r\n" + b"A" * 10)
@@ -238,14 +241,52 @@ def test_a_file_longer_than_its_length_sends_only_the_length(
     short.write_bytes(b"abc")
     other = serve([lambda _: None])
     with open(short, "rb") as f, pytest.raises(ValueError, match="3 bytes, not 10"):
-        PlainSession("test").request(
-            "PUT",
-            f"http://{other.host}/up",
-            headers={"Content-Length": "10"},
-            data=f,
-            stream=False,
-            timeout=10,
-        )
+        put(PlainSession("test"), other.host, f, 10)
+
+
+def test_a_file_body_waits_out_a_full_send_buffer(tmp_path: Path) -> None:
+    """sendfile(2) on a socket with a timeout stops whenever the send buffer is full: the
+    rest goes once the peer reads, and the file is left after what was sent."""
+    blob = tmp_path / "blob"
+    blob.write_bytes(bytes(range(256)) * (16 << 10))  # 4 MiB: many times a socket buffer
+    sender, receiver = socket.socketpair()
+    got = bytearray()
+
+    def read_all() -> None:
+        while data := receiver.recv(1 << 16):
+            got.extend(data)
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    with sender, receiver, open(blob, "rb") as f:
+        sender.settimeout(30)
+        f.seek(7)
+        assert plainhttp._sendfile(sender, f, (4 << 20) - 8) == (4 << 20) - 8
+        assert f.tell() == (4 << 20) - 1
+        sender.shutdown(socket.SHUT_WR)
+        reader.join()
+    assert bytes(got) == blob.read_bytes()[7:-1]
+
+
+def test_a_file_body_nobody_reads_times_out(tmp_path: Path) -> None:
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"x" * (16 << 20))
+    sender, receiver = socket.socketpair()
+    with sender, receiver, open(blob, "rb") as f:
+        sender.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            plainhttp._sendfile(sender, f, 16 << 20)
+
+
+def test_a_body_from_a_pipe_is_sent_in_blocks(serve: Callable[[list[Answer]], Server]) -> None:
+    """A file sendfile(2) cannot read (a pipe) is read and sent instead."""
+    server = serve([lambda _: b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"])
+    r, w = os.pipe()
+    os.write(w, b"through a pipe")
+    os.close(w)
+    with open(r, "rb") as f:
+        assert put(PlainSession("test"), server.host, f, 14).status_code == 201
+    assert server.requests[0].endswith(b"\r\n\r\nthrough a pipe")
 
 
 def raw(answer: bytes) -> Answer:
@@ -371,31 +412,69 @@ def test_a_refused_connection_reads_as_refused(serve: Callable[[list[Answer]], S
         client.ping()
 
 
-@pytest.mark.parametrize("direction", ["pull", "push"])
-def test_copy_over_plain_http_loads_no_requests(
-    plain_registry: Registry, images: dict[str, Path], tmp_path: Path, direction: str
-) -> None:
-    """The point of plainhttp: a copy with a plain-HTTP registry never imports requests."""
-    layout = tmp_path / "out"
+def modules_of_a_copy(registry: Registry, busybox: Path, out: Path, direction: str) -> set[str]:
+    """sys.modules after `imgtool copy` of busybox from (pull) or to (push) the registry, as
+    the console script runs it: the CLI's lean path."""
     if direction == "pull":
-        argv = [f"docker://{plain_registry.host}/library/busybox:latest", f"oci:{layout}:latest"]
+        argv = [f"docker://{registry.host}/library/busybox:latest", f"oci:{out}:latest"]
     else:
-        argv = [f"oci:{images['busybox']}:latest", f"docker://{plain_registry.host}/plain/bb:1"]
+        argv = [f"oci:{busybox}:latest", f"docker://{registry.host}/plain/bb:1"]
     code = (
-        "import sys\n"
+        "import json, sys\n"
         f"sys.argv = ['imgtool', 'copy', '-q', *{argv!r}]\n"
         "from imgtool.cli import main\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    modules = set(json.loads(proc.stderr.strip().splitlines()[-1]))
+    return set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("direction", ["pull", "push"])
+def test_copy_over_plain_http_loads_no_requests(
+    plain_registry: Registry, images: dict[str, Path], tmp_path: Path, direction: str
+) -> None:
+    """The point of plainhttp: a copy with a plain-HTTP registry never imports requests."""
+    modules = modules_of_a_copy(plain_registry, images["busybox"], tmp_path / "out", direction)
     assert not modules & {"requests", "urllib3"}
     # nor http.client (with the email package) and ssl: plainhttp speaks HTTP/1.1 itself
     assert not modules & {"http.client", "email.parser", "ssl"}
+
+
+# What a copy of a small image between a plain-HTTP registry and a layout has no use for, and
+# what each would add to its start: dataclasses (with inspect, ast, dis, tokenize) ~10 ms and
+# ~0.3 ms per class; typing ~4 ms; the socket wrapper ~5 ms (plainhttp uses _socket); the idna
+# codec (unicodedata, stringprep) ~2 ms, which getaddrinfo loads for a host given as a str;
+# gzip (compression) and queue (transports.pipe) ~1 ms each; the auth files' reader (with
+# base64), which only a registry asking who is there needs.
+NOT_ON_THE_COPY_PATH = {
+    "typing",
+    "inspect",
+    "ast",
+    "gzip",
+    "imgtool.compression",
+    "queue",
+    "imgtool.transports.pipe",
+    "base64",
+    "imgtool.registry.credentials",
+    "encodings.idna",
+    "unicodedata",
+    "socket",
+    "dataclasses",
+}
+
+
+@pytest.mark.parametrize("direction", ["pull", "push"])
+def test_a_copy_loads_nothing_it_has_no_use_for(
+    plain_registry: Registry, images: dict[str, Path], tmp_path: Path, direction: str
+) -> None:
+    modules = modules_of_a_copy(plain_registry, images["busybox"], tmp_path / "out", direction)
+    assert not modules & NOT_ON_THE_COPY_PATH
+    if (
+        direction == "push"
+    ):  # a push hashes no blob (the registry checks them), and manifests are small
+        assert "hashlib" not in modules  # OpenSSL, ~4 ms
 
 
 def test_an_upload_whose_source_runs_short_is_refused(plain_registry: Registry) -> None:
