@@ -7,8 +7,6 @@ that a re-pull's one HEAD (`quickhead`) can use the same trust rules without loa
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from pathlib import Path
 
 from imgtool import __version__
 from imgtool.errors import ConfigError
@@ -18,6 +16,8 @@ from imgtool.values import Frozen
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable
+    from pathlib import Path  # at run time only where TLS needs certs.d (~5 ms with urllib.parse)
 
     from imgtool.registry.credentials import Credentials
 
@@ -103,6 +103,8 @@ def schemes(host: str, insecure: bool) -> list[str]:
 
 
 def certs_dirs(host: str, cert_dir: Path | None) -> list[Path]:
+    from pathlib import Path
+
     if cert_dir is not None:
         return [cert_dir]
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
