@@ -12,11 +12,22 @@ from collections.abc import Iterator
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from pathlib import Path
     from typing import BinaryIO
 
+    # str or Path: os.path, not pathlib, so that the commands on the hot paths (run, a
+    # re-pull, images) need not import pathlib (and urllib.parse, ipaddress, fnmatch with it)
+    StrPath = str | os.PathLike[str]
 
-def fsync_dir(path: Path) -> None:
+
+def _split(path: StrPath) -> tuple[str, str]:
+    """(parent, name) of `path`, as Path's .parent and .name are: a trailing slash ignored,
+    the parent of a bare name is "."."""
+    text = os.fspath(path)
+    parent, name = os.path.split(text.rstrip("/") or text)
+    return parent or ".", name
+
+
+def fsync_dir(path: StrPath) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -25,12 +36,13 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def replacing(path: Path, mode: int = 0o644, durable: bool = True) -> Iterator[BinaryIO]:
+def replacing(path: StrPath, mode: int = 0o644, durable: bool = True) -> Iterator[BinaryIO]:
     """A file to write that replaces `path` only when the block ends without an error (a
     temporary file beside it is renamed over it); else nothing is left. Readers see the old or
     the new content, never a mix. `durable` also survives a power cut (fsync); state that dies
     with the machine skips it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    parent, name = _split(path)
+    tmp = os.path.join(parent, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -44,17 +56,17 @@ def replacing(path: Path, mode: int = 0o644, durable: bool = True) -> Iterator[B
             os.unlink(tmp)
         raise
     if durable:
-        fsync_dir(path.parent)
+        fsync_dir(parent)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+def atomic_write(path: StrPath, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
     """Write a whole file so that readers see the old or the new content, never a mix."""
     with replacing(path, mode, durable) as f:
         f.write(data)
 
 
 @contextlib.contextmanager
-def flocked(path: Path | str, exclusive: bool = True) -> Iterator[None]:
+def flocked(path: StrPath, exclusive: bool = True) -> Iterator[None]:
     """Hold an flock on `path` (created if missing; its directory must exist) for the block."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -69,18 +81,19 @@ def _private_dir(fd: int) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
-def _open_private_dir(directory: Path) -> int | None:
+def _open_private_dir(directory: StrPath) -> int | None:
     """A descriptor of `directory` when it and its parent are ours alone (owned by our user,
     writable by no one else); opened without following symlinks."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    parent_path, name = _split(directory)
     try:
-        parent = os.open(directory.parent, flags)
+        parent = os.open(parent_path, flags)
     except OSError:
         return None
     try:
         if not _private_dir(parent):
             return None
-        fd = os.open(directory.name, flags, dir_fd=parent)
+        fd = os.open(name, flags, dir_fd=parent)
     except OSError:
         return None
     finally:
@@ -91,7 +104,7 @@ def _open_private_dir(directory: Path) -> int | None:
     return None
 
 
-def read_private(directory: Path, name: str, limit: int) -> bytes | None:
+def read_private(directory: StrPath, name: str, limit: int) -> bytes | None:
     """The first `limit` bytes of the cache file `directory/name`, when it cannot have been
     written by anyone but our user: it is a regular file reached without following a symlink,
     and it, `directory` and the directory above are ours and writable by no one else. None
@@ -112,13 +125,13 @@ def read_private(directory: Path, name: str, limit: int) -> bytes | None:
         return f.read(limit)
 
 
-def write_private(directory: Path, name: str, data: bytes) -> None:
+def write_private(directory: StrPath, name: str, data: bytes) -> None:
     """Keep `data` as the cache file `directory/name` (the directory made 0700, the file 0600,
     written atomically); where we cannot write, the cache is simply not kept. Written only
     into a directory `read_private` would trust, through its descriptor and without following
     a symlink: root with another user's HOME must not write through that user's links."""
     with contextlib.suppress(OSError):
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         dir_fd = _open_private_dir(directory)
         if dir_fd is None:
             return  # another user's or a shared directory: no cache kept there

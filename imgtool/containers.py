@@ -19,6 +19,7 @@ from imgtool import inroot
 from imgtool.atomic import atomic_write, flocked
 from imgtool.errors import ImgtoolError
 from imgtool.sandbox import cgroups, liveness
+from imgtool.store import as_path
 from imgtool.values import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -110,11 +111,15 @@ def alive(pid: int, start: str) -> bool:
 
 
 class Containers:
-    def __init__(self, store_root: Path) -> None:
-        self.root = store_root / "containers"
+    def __init__(self, store_root: str | os.PathLike[str]) -> None:
+        # strings (os.path), not pathlib: see store.as_path
+        self.root_str = os.path.join(store_root, "containers")
 
     def dir(self, cid: str) -> Path:
-        return self.root / cid
+        return as_path(self.dir_str(cid))
+
+    def dir_str(self, cid: str) -> str:
+        return os.path.join(self.root_str, cid)
 
     def create(
         self,
@@ -126,8 +131,9 @@ class Containers:
         detached: bool,
         extra: dict[str, Any] | None = None,
     ) -> Record:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with flocked(self.root.parent / "containers.lock"):  # one name, one container
+        os.makedirs(self.root_str, exist_ok=True)
+        lock = os.path.join(os.path.dirname(self.root_str), "containers.lock")
+        with flocked(lock):  # one name, one container
             cid = os.urandom(32).hex()
             if name:
                 if not re.fullmatch(NAME_PATTERN, name):
@@ -140,9 +146,10 @@ class Containers:
                     )
             else:
                 name = f"imgtool_{cid[:8]}"
-            d = self.dir(cid)
+            d = self.dir_str(cid)
+            os.mkdir(d)
             for sub in ("upper", "work", "rootfs"):
-                (d / sub).mkdir(parents=True)
+                os.mkdir(os.path.join(d, sub))
             rec = Record(
                 cid,
                 name,
@@ -160,23 +167,26 @@ class Containers:
     def save(self, rec: Record) -> None:
         # a container's state does not outlive the machine: no fsync on the run path
         atomic_write(
-            self.dir(rec.id) / "state.json", json.dumps(rec.as_dict()).encode(), durable=False
+            os.path.join(self.dir_str(rec.id), "state.json"),
+            json.dumps(rec.as_dict()).encode(),
+            durable=False,
         )
 
     def load(self, cid: str) -> Record:
         try:
-            doc = json.loads((self.dir(cid) / "state.json").read_text())
+            with open(os.path.join(self.dir_str(cid), "state.json"), "rb") as f:
+                doc = json.loads(f.read())
         except (OSError, ValueError):
             raise ContainerNotFound(cid) from None
         return Record(**doc)
 
     def list(self) -> list[Record]:
-        if not self.root.is_dir():
+        if not os.path.isdir(self.root_str):
             return []
         out = []
-        for d in self.root.iterdir():
+        for name in os.listdir(self.root_str):
             with contextlib.suppress(ContainerNotFound, TypeError):
-                out.append(self.load(d.name))
+                out.append(self.load(name))
         return sorted(out, key=lambda r: r.created, reverse=True)
 
     def find(self, key: str) -> Record:
@@ -196,7 +206,7 @@ class Containers:
         for d in cgroups.dirs_of(rec.id):
             cgroups.remove_dir(d)
         with contextlib.suppress(OSError):  # a tree a container wrote: any depth
-            inroot.remove_tree(self.dir(rec.id))
+            inroot.remove_tree(self.dir_str(rec.id))
 
     def reap_stale(self) -> builtins.list[str]:  # `list` is a method here
         """Finish what a killed imgtool left: records of dead containers, their cgroups, and

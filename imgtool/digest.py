@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 _GRAMMAR = r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
 _REGISTERED = {"sha256": r"^[a-f0-9]{64}$", "sha512": r"^[a-f0-9]{128}$"}
 CANONICAL = "sha256"
+LOWER_HEX = frozenset("0123456789abcdef")
+
+
+def is_sha256(text: str) -> bool:
+    """`sha256:` and 64 lower-case hex digits: the digest imgtool makes and stores, told
+    without compiling the patterns above (a run or a re-pull parses a few, nothing else)."""
+    return len(text) == 71 and text.startswith("sha256:") and LOWER_HEX.issuperset(text[7:])
 
 
 class Digest(Frozen):
@@ -46,6 +53,8 @@ class Digest(Frozen):
     @classmethod
     def parse(cls, text: str) -> Digest:
         """Parse and validate; registered algorithms must have well-formed hex."""
+        if isinstance(text, str) and is_sha256(text):
+            return cls(CANONICAL, text[7:])
         if not isinstance(text, str) or not re.fullmatch(_GRAMMAR, text):
             raise InvalidDigest(str(text), "not of the form algorithm:encoded")
         algorithm, encoded = text.split(":", 1)

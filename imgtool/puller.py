@@ -22,6 +22,7 @@ from imgtool.errors import (
     RegistryUnavailable,
     SpecError,
 )
+from imgtool.layer import chains
 from imgtool.progress import Callback, Event, ignore
 from imgtool.reference import Reference
 from imgtool.registry import config as regconf
@@ -282,6 +283,9 @@ class _Fetcher:
                 f"{self.repository}: the config names {len(diff_ids)} layers, the manifest "
                 f"{len(m.layers)}"
             )
+        missing = {d.digest: d for d in m.layers if not self.store.has_blob(d.digest)}
+        if not missing and chains.unpacked_keys(self.store.root_str, diff_ids) is not None:
+            return  # a re-pull: nothing to fetch or unpack, nor the code that would
         from imgtool.layer.unpacked import LayerStore
 
         layers = LayerStore(self.store)
@@ -289,7 +293,6 @@ class _Fetcher:
             (d.digest, d.size, d.media_type, diff_id)
             for d, diff_id in zip(m.layers, diff_ids, strict=True)
         ]
-        missing = {d.digest: d for d in m.layers if not self.store.has_blob(d.digest)}
         if not missing:
             layers.unpack_layers(todo)
             return

@@ -14,7 +14,6 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from imgtool import oci
 from imgtool.containers import Containers, Record, alive, proc_start_time
@@ -238,9 +237,9 @@ def parse_volume(text: str) -> BindMount:
     )
 
 
-def _etc_files(cdir: Path, hostname: str, network: str) -> dict[str, str]:
+def _etc_files(cdir: str, hostname: str, network: str) -> dict[str, str]:
     if network == "host":
-        hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
+        hosts = _read_text("/etc/hosts") if os.path.exists("/etc/hosts") else ""
         hostname = os.uname().nodename
     else:
         hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -248,13 +247,20 @@ def _etc_files(cdir: Path, hostname: str, network: str) -> dict[str, str]:
             hosts += f"127.0.1.1\t{hostname}\n"
     resolv = ""
     with contextlib.suppress(OSError):
-        resolv = Path("/etc/resolv.conf").read_text()
+        resolv = _read_text("/etc/resolv.conf")
     files = {"hosts": hosts, "hostname": hostname + "\n", "resolv.conf": resolv}
     out = {}
     for name, text in files.items():
-        (cdir / name).write_text(text)
-        out[f"/etc/{name}"] = str(cdir / name)
+        path = os.path.join(cdir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        out[f"/etc/{name}"] = path
     return out
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, SandboxSpec]:
@@ -271,7 +277,9 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
     caps = _capabilities(opts)
     seccomp = _seccomp_filter(opts.security_opts, opts.privileged, caps)
     if seccomp == DEFAULT_SECCOMP:  # compiled once per host, kept in the store
-        seccomp = seccomp_cache.default_filter(caps, store.root / "cache" / "seccomp")
+        seccomp = seccomp_cache.default_filter(
+            caps, os.path.join(store.root_str, "cache", "seccomp")
+        )
     nodes, rules = _devices(opts)
     env_for(config, opts, "")  # its errors before anything exists
     ports = _ports(opts, config, store)
@@ -281,21 +289,21 @@ def prepare(store: Store, image_name: str, opts: RunOptions) -> tuple[Record, Sa
         raise RunError("a terminal is the command's stdout and stderr: not with stdout/stderr")
     layers = LayerStore(store)
     diff_ids = layers.unpack(image)
-    containers = Containers(store.root)
+    containers = Containers(store.root_str)
     containers.reap_stale()
     extra: dict[str, object] = {"layers": diff_ids}  # gc keeps what a container stands on
     if ports:
         extra["ports"] = [p.as_dict() for p in ports]
     rec = containers.create(opts.name, image.name, image.digest, argv, opts.rm, opts.detach, extra)
-    cdir = containers.dir(rec.id)
+    cdir = containers.dir_str(rec.id)
     hostname = opts.hostname or rec.short_id
     spec = SandboxSpec(
         argv=argv,
         lower_dirs=_lower_dirs(layers, diff_ids),
-        layers_dir=str(layers.root),
-        upper_dir=str(cdir / "upper"),
-        work_dir=str(cdir / "work"),
-        rootfs=str(cdir / "rootfs"),
+        layers_dir=layers.root_str,
+        upper_dir=os.path.join(cdir, "upper"),
+        work_dir=os.path.join(cdir, "work"),
+        rootfs=os.path.join(cdir, "rootfs"),
         env=env_for(config, opts, hostname),
         cwd=opts.workdir or config.get("WorkingDir") or "/",
         user=opts.user if opts.user is not None else (config.get("User") or ""),
@@ -324,12 +332,12 @@ def _lower_dirs(layers: LayerStore, keys: list[str]) -> list[str]:
     """The overlay's lower dirs, relative to the layers' root, lowest first: the image's layers
     and, where it fits them, the store's layer of mount points (sandbox/mountpoints.py), so
     that the set-up writes nothing into the container's upper dir to mount onto."""
-    lowers = [f"l/{layers.short_name(k)}" for k in keys]
+    lowers = [layers.lower_name(k) for k in keys]
     if not keys:  # FROM scratch: the upper dir is bound as the root, no overlay
         return lowers
     try:
-        ours = mountpoints.layer(str(layers.root))
-        if mountpoints.fits([str(layers.diff_dir(k)) for k in keys], ours):
+        ours = mountpoints.layer(layers.root_str)
+        if mountpoints.fits([layers.diff_dir_str(k) for k in keys], ours):
             lowers.append(mountpoints.NAME)
     except OSError:
         pass  # then the set-up makes the mount points in the upper dir, as without the layer
@@ -418,7 +426,7 @@ def _ports(opts: RunOptions, config: dict, store: Store) -> list:
         return []
     from imgtool.network import nat
 
-    containers = Containers(store.root)
+    containers = Containers(store.root_str)
     taken = {
         (p["host_port"], p["proto"]): r.name
         for r in containers.list()
@@ -474,7 +482,7 @@ def execute(
     store: Store, rec: Record, spec: SandboxSpec, started: Callable[[int], None] | None = None
 ) -> runner.Outcome:
     """Run a prepared container to its end, record how it ended, clean up."""
-    containers = Containers(store.root)
+    containers = Containers(store.root_str)
     cgroup = Cgroup(rec.id, spec.limits, devices=spec.device_rules)
 
     def on_start(pid: int) -> None:
@@ -537,7 +545,7 @@ def start_detached(store: Store, rec: Record, spec: SandboxSpec) -> Record:
     """Start under a monitor process that outlives this one, logs the output and records the
     exit. Returns once the command has started (or raises why it did not)."""
     r, w = os.pipe()
-    log = Containers(store.root).dir(rec.id) / "ctr.log"
+    log = os.path.join(Containers(store.root_str).dir_str(rec.id), "ctr.log")
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -554,10 +562,10 @@ def start_detached(store: Store, rec: Record, spec: SandboxSpec) -> Record:
         text = msg.decode(errors="replace")
         status = int(text.split(":", 1)[0]) if text[:3].isdigit() else runner.EXIT_SETUP_FAILED
         raise RunError(text.split(":", 1)[-1] or "the container did not start", status)
-    return Containers(store.root).load(rec.id) if not rec.auto_remove else rec
+    return Containers(store.root_str).load(rec.id) if not rec.auto_remove else rec
 
 
-def _monitor(store: Store, rec: Record, spec: SandboxSpec, w: int, log: Path) -> None:
+def _monitor(store: Store, rec: Record, spec: SandboxSpec, w: int, log: str) -> None:
     try:
         os.setsid()
         if os.fork() != 0:
@@ -570,7 +578,7 @@ def _monitor(store: Store, rec: Record, spec: SandboxSpec, w: int, log: Path) ->
         os.close(fd)
         os.close(null)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        containers = Containers(store.root)
+        containers = Containers(store.root_str)
         rec.monitor_pid = os.getpid()
         containers.save(rec)
 
@@ -590,7 +598,7 @@ def _monitor(store: Store, rec: Record, spec: SandboxSpec, w: int, log: Path) ->
 
 
 def stop(store: Store, key: str, timeout: float = 10.0) -> Record:
-    containers = Containers(store.root)
+    containers = Containers(store.root_str)
     rec = containers.find(key)
     if not containers.is_running(rec):
         return rec
@@ -605,11 +613,11 @@ def stop(store: Store, key: str, timeout: float = 10.0) -> Record:
     if alive(rec.pid, rec.pid_start):
         os.kill(rec.pid, signal.SIGKILL)
     _wait_for_monitor(rec)
-    return containers.load(rec.id) if containers.dir(rec.id).exists() else rec
+    return containers.load(rec.id) if os.path.exists(containers.dir_str(rec.id)) else rec
 
 
 def remove(store: Store, key: str, force: bool = False) -> Record:
-    containers = Containers(store.root)
+    containers = Containers(store.root_str)
     rec = containers.find(key)
     if containers.is_running(rec):
         if not force:

@@ -19,7 +19,6 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from imgtool import mediatypes as mt
 from imgtool import oci
@@ -40,6 +39,7 @@ from imgtool.values import Frozen
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import BinaryIO
 
 LAYOUT_HEADER = b'{"imageLayoutVersion":"1.0.0"}'
@@ -48,13 +48,26 @@ CHUNK = 1 << 20
 
 
 def default_root() -> Path:
+    return as_path(default_root_str())
+
+
+def default_root_str() -> str:
     env = os.environ.get("IMGTOOL_ROOT")
     if env:
-        return Path(env)
+        return env
     if os.geteuid() == 0:
-        return Path("/var/lib/imgtool")
+        return "/var/lib/imgtool"
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
-    return Path(data) / "imgtool"
+    return os.path.join(data, "imgtool")
+
+
+def as_path(text: str) -> Path:
+    """`text` as a Path, for library users. The store's own code works on strings (os.path):
+    pathlib, with urllib.parse, ipaddress and fnmatch, costs the commands on the hot paths
+    (run, a re-pull, images) milliseconds of imports they do not need."""
+    from pathlib import Path
+
+    return Path(text)
 
 
 class StoredImage(Frozen):
@@ -103,7 +116,7 @@ class Ingest:
         self.store = store
         self.digest = digest
         self.size = size
-        self.path = store.root / "ingest" / f"{digest.encoded}.partial"
+        self.path_str = os.path.join(store.root_str, "ingest", f"{digest.encoded}.partial")
         self._fd = self._open_locked()
         self.already_done = store.has_blob(str(digest))
         self._hash = sha256()
@@ -111,15 +124,20 @@ class Ingest:
         if not self.already_done:
             self._rehash_partial()
 
+    @property
+    def path(self) -> Path:
+        """The partial file."""
+        return as_path(self.path_str)
+
     def _open_locked(self) -> int:
         """Open and lock the partial file; another process fetching the same blob waits here.
         When the lock is won on a file the previous holder already renamed into blobs/, open
         the path again."""
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path_str, os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                if os.stat(self.path_str).st_ino == os.fstat(fd).st_ino:
                     return fd
             except FileNotFoundError:
                 pass
@@ -138,7 +156,7 @@ class Ingest:
         """A read-only descriptor of the file being written, for a reader that follows the
         writer with pread (it stays valid after `commit()` renames the file); the caller
         closes it. A file opened anew, not a dup: a dup would share, and so keep, the lock."""
-        return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(self.path_str, os.O_RDONLY | os.O_CLOEXEC)
 
     def restart(self) -> None:
         os.ftruncate(self._fd, 0)
@@ -177,12 +195,12 @@ class Ingest:
         file is discarded and nothing enters the store."""
         self.verify()
         os.fsync(self._fd)
-        os.replace(self.path, self.store.blob_path(str(self.digest)))
-        fsync_dir(self.store.blob_path(str(self.digest)).parent)
+        os.replace(self.path_str, self.store.blob_path_str(str(self.digest)))
+        fsync_dir(os.path.join(self.store.root_str, "blobs", "sha256"))
 
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            os.unlink(self.path_str)
 
     def close(self) -> None:
         if self._fd >= 0 and (self.already_done or self._empty_and_ours()):
@@ -199,7 +217,7 @@ class Ingest:
         if st.st_size:
             return False  # bytes a later pull resumes from (HTTP Range)
         try:
-            return os.stat(self.path).st_ino == st.st_ino
+            return os.stat(self.path_str).st_ino == st.st_ino
         except FileNotFoundError:
             return False
 
@@ -214,12 +232,21 @@ class Store:
     def __init__(
         self, root: Path | str | None = None, resolve: Callable[[str], refs.Reference] | None = None
     ) -> None:
-        self.root = Path(root) if root is not None else default_root()
+        # a string (os.path): see as_path
+        self.root_str = os.fspath(root) if root is not None else default_root_str()
         self._ready = False
         # How a name as typed becomes a reference: Docker's rules unless told otherwise. The
         # CLI passes registries.conf's resolver, the one pull uses, so that a short-name
         # alias means the same image in every command.
         self.resolve = resolve or refs.parse
+
+    @property
+    def root(self) -> Path:
+        """The store's directory."""
+        return as_path(self.root_str)
+
+    def _at(self, *parts: str) -> str:
+        return os.path.join(self.root_str, *parts)
 
     # --- set-up and locks -----------------------------------------------------------------
 
@@ -229,16 +256,17 @@ class Store:
             return self
         try:
             for d in ("blobs/sha256", "ingest", "locks"):
-                (self.root / d).mkdir(parents=True, exist_ok=True)
+                os.makedirs(self._at(d), exist_ok=True)
         except OSError as e:
-            raise StoreError(f"cannot create the store at {self.root}: {e.strerror}") from None
-        header = self.root / "oci-layout"
-        with flocked(self.root / "locks" / "index.lock", exclusive=True):
-            if header.exists():
-                oci.validate_layout_header(header.read_bytes())
+            raise StoreError(f"cannot create the store at {self.root_str}: {e.strerror}") from None
+        header = self._at("oci-layout")
+        with flocked(self._at("locks", "index.lock"), exclusive=True):
+            if os.path.exists(header):
+                with open(header, "rb") as f:
+                    oci.validate_layout_header(f.read())
             else:
                 atomic_write(header, LAYOUT_HEADER)
-            if not (self.root / "index.json").exists():
+            if not os.path.exists(self._at("index.json")):
                 self._write_index([])
         self._ready = True
         return self
@@ -247,28 +275,33 @@ class Store:
     def writing(self) -> Iterator[Store]:
         """Hold while adding blobs that are not named yet: keeps gc out until they are."""
         self.init()
-        with flocked(self.root / "locks" / "gc.lock", exclusive=False):
+        with flocked(self._at("locks", "gc.lock"), exclusive=False):
             yield self
 
     # --- blobs ----------------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:
+        return as_path(self.blob_path_str(digest))
+
+    def blob_path_str(self, digest: str) -> str:
+        return self._at("blobs", "sha256", self._blob_name(digest))
+
+    @staticmethod
+    def _blob_name(digest: str) -> str:
         try:
-            d = Digest.parse_sha256(digest)
+            return Digest.parse_sha256(digest).encoded
         except InvalidDigest as e:
             raise StoreError(str(e)) from None
-        return self.root / "blobs" / "sha256" / d.encoded
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return os.path.isfile(self.blob_path_str(digest))
 
     def open_blob(self, digest: str) -> BinaryIO:
         """A blob, opened without following a symlink below the store's root, and only a
         regular file: a layout a stranger made (`copy oci:DIR …`) must not make imgtool read,
         and send on, a host file (a FIFO would block the read forever)."""
-        name = self.blob_path(digest).name
         try:
-            fd = self._open_below(("blobs", "sha256", name))
+            fd = self._open_below(("blobs", "sha256", self._blob_name(digest)))
         except FileNotFoundError:
             raise BlobNotFound(digest) from None
         return os.fdopen(fd, "rb")
@@ -277,11 +310,11 @@ class Store:
         """The regular file root/parts…, each component opened on its parent's descriptor
         with O_NOFOLLOW; StoreError naming it when one is a symlink or not what it must be."""
         nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-        where = self.root
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        where = self.root_str
+        fd = os.open(self.root_str, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for i, part in enumerate(parts):
-                where = where / part
+                where = os.path.join(where, part)
                 last = i == len(parts) - 1
                 try:
                     nxt = os.open(part, nofollow | (0 if last else os.O_DIRECTORY), dir_fd=fd)
@@ -305,7 +338,7 @@ class Store:
 
     def blob_size(self, digest: str) -> int:
         try:
-            return self.blob_path(digest).stat().st_size
+            return os.stat(self.blob_path_str(digest)).st_size
         except FileNotFoundError:
             raise BlobNotFound(digest) from None
 
@@ -330,7 +363,7 @@ class Store:
     def write_blob_from(self, src: BinaryIO) -> tuple[str, int]:
         """Store a stream whose digest is not known beforehand; returns (digest, size)."""
         self.init()
-        tmp = self.root / "ingest" / f"stream.{os.getpid()}.{id(src)}.partial"
+        tmp = self._at("ingest", f"stream.{os.getpid()}.{id(src)}.partial")
         h = sha256()
         size = 0
         try:
@@ -342,8 +375,8 @@ class Store:
                 f.flush()
                 os.fsync(f.fileno())
             digest = "sha256:" + h.hexdigest()
-            os.replace(tmp, self.blob_path(digest))
-            fsync_dir(self.blob_path(digest).parent)
+            os.replace(tmp, self.blob_path_str(digest))
+            fsync_dir(self._at("blobs", "sha256"))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -352,13 +385,13 @@ class Store:
     # --- index.json -----------------------------------------------------------------------
 
     def _read_index(self) -> list[oci.Descriptor]:
-        path = self.root / "index.json"
+        path = self._at("index.json")
         try:
             with os.fdopen(self._open_below(("index.json",)), "rb") as f:
                 raw = f.read()
         except FileNotFoundError:
-            if not (self.root / "oci-layout").exists():
-                raise StoreError(f"{self.root} is not an OCI image layout") from None
+            if not os.path.exists(self._at("oci-layout")):
+                raise StoreError(f"{self.root_str} is not an OCI image layout") from None
             return []
         try:
             return list(oci.Index.from_json(raw).manifests)
@@ -371,11 +404,11 @@ class Store:
             "mediaType": mt.OCI_INDEX,
             "manifests": [d.to_dict() for d in manifests],
         }
-        atomic_write(self.root / "index.json", json.dumps(doc, indent=2).encode() + b"\n")
+        atomic_write(self._at("index.json"), json.dumps(doc, indent=2).encode() + b"\n")
 
     def entries(self) -> list[oci.Descriptor]:
         """The descriptors of index.json, named or not, in order."""
-        if not (self.root / "oci-layout").exists():
+        if not os.path.exists(self._at("oci-layout")):
             return []
         return self._read_index()
 
@@ -386,7 +419,7 @@ class Store:
             raise BlobNotFound(desc.digest)
         annotations = {**desc.annotations, oci.REF_NAME: name}
         new = desc.with_annotations(annotations)
-        with flocked(self.root / "locks" / "index.lock", exclusive=True):
+        with flocked(self._at("locks", "index.lock"), exclusive=True):
             current = self._read_index()
             if any(d.ref_name == name and d.to_dict() == new.to_dict() for d in current):
                 return  # a pull of what is already here: no rewrite, no fsync
@@ -397,7 +430,7 @@ class Store:
     def add_unnamed(self, desc: oci.Descriptor) -> None:
         """List an image in index.json without a name (docker's <none>), once."""
         self.init()
-        with flocked(self.root / "locks" / "index.lock", exclusive=True):
+        with flocked(self._at("locks", "index.lock"), exclusive=True):
             manifests = self._read_index()
             if not any(d.digest == desc.digest and not d.ref_name for d in manifests):
                 manifests.append(desc)
@@ -405,7 +438,7 @@ class Store:
 
     def remove_ref(self, name: str) -> oci.Descriptor:
         self.init()
-        with flocked(self.root / "locks" / "index.lock", exclusive=True):
+        with flocked(self._at("locks", "index.lock"), exclusive=True):
             manifests = self._read_index()
             if name.startswith("sha256:"):  # an unnamed entry, by its digest
                 kept = [d for d in manifests if d.ref_name or d.digest != name]
@@ -520,23 +553,26 @@ class Store:
         Returns (digest, size) of what was (or, with dry_run, would be) removed."""
         self.init()
         removed: list[tuple[str, int]] = []
-        with flocked(self.root / "locks" / "gc.lock", exclusive=True):
+        with flocked(self._at("locks", "gc.lock"), exclusive=True):
             keep = self.referenced()
-            blobdir = self.root / "blobs" / "sha256"
-            for p in sorted(blobdir.iterdir()):
-                digest = f"sha256:{p.name}"
-                if digest in keep or p.name.startswith("."):
+            blobdir = self._at("blobs", "sha256")
+            for name in sorted(os.listdir(blobdir)):
+                digest = f"sha256:{name}"
+                if digest in keep or name.startswith("."):
                     continue
-                removed.append((digest, p.stat().st_size))
+                path = os.path.join(blobdir, name)
+                removed.append((digest, os.stat(path).st_size))
                 if not dry_run:
-                    p.unlink()
+                    os.unlink(path)
             if not dry_run:
-                for p in (self.root / "ingest").glob("*.partial"):
-                    _unlink_if_unlocked(p)
+                ingest = self._at("ingest")
+                for name in os.listdir(ingest):
+                    if name.endswith(".partial"):
+                        _unlink_if_unlocked(os.path.join(ingest, name))
         return removed
 
 
-def _unlink_if_unlocked(path: Path) -> None:
+def _unlink_if_unlocked(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
@@ -547,6 +583,6 @@ def _unlink_if_unlocked(path: Path) -> None:
         os.close(fd)
         return
     try:
-        path.unlink()
+        os.unlink(path)
     finally:
         os.close(fd)

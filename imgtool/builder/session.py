@@ -121,7 +121,7 @@ class BuildSession:
         return LayerStack([self.layers.diff_dir(k) for k in self.layer_keys(state)])
 
     def lower_names(self, state: ImageState) -> list[str]:
-        return [f"l/{self.layers.short_name(k)}" for k in self.layer_keys(state)]
+        return [self.layers.lower_name(k) for k in self.layer_keys(state)]
 
     def layer_keys(self, state: ImageState) -> list[str]:
         """The keys (ChainIDs) of the stage's unpacked layers, lowest first, unpacking what is

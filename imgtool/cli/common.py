@@ -50,13 +50,16 @@ def resolve_name(text: str) -> Reference:
 
 
 def transport(insecure: bool, cert_dir: str | None, **extra: Any) -> Any:
-    from pathlib import Path
-
     from imgtool.registry.options import TransportOptions
 
+    cert_path = None
+    if cert_dir:
+        from pathlib import Path  # only for --cert-dir: a re-pull need not import pathlib
+
+        cert_path = Path(cert_dir)
     return TransportOptions(
         insecure=insecure,
-        cert_dir=Path(cert_dir) if cert_dir else None,
+        cert_dir=cert_path,
         notice=_warn,
         **extra,
     )

@@ -26,17 +26,18 @@ import functools
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 
 from imgtool import inroot
 from imgtool import mediatypes as mt
-from imgtool.digest import Digest
 from imgtool.errors import ImgtoolError, LayerError
-from imgtool.store import Store, StoredImage
+from imgtool.layer import chains
+from imgtool.layer.chains import chain_ids
+from imgtool.store import Store, StoredImage, as_path
 from imgtool.verify import VerifyingReader
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (nor threading)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Protocol
 
     from imgtool.layer.arriving import Arrival
@@ -46,21 +47,10 @@ if TYPE_CHECKING:
         def drain(self) -> None: ...
 
 
-SHORT_ID_LEN = 12
+__all__ = ["LayerStore", "chain_ids"]
 
 
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """The ChainID of each layer: it and every layer below it (OCI image spec)."""
-    out: list[str] = []
-    for diff_id in diff_ids:
-        if not out:
-            out.append(diff_id)
-        else:
-            out.append(str(Digest.of(f"{out[-1]} {diff_id}".encode())))
-    return out
-
-
-def _rmtree(path: Path, ignore_errors: bool = False) -> None:
+def _rmtree(path: str | os.PathLike[str], ignore_errors: bool = False) -> None:
     """rm -rf of a layer's tree: it can be deeper than Python's stack (shutil.rmtree
     recurses), and is removed without following its symlinks."""
     try:
@@ -73,19 +63,39 @@ def _rmtree(path: Path, ignore_errors: bool = False) -> None:
 class LayerStore:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.root = store.root / "layers"
+        # strings (os.path) where `run` and a re-pull look: see store.as_path
+        self.root_str = chains.layers_root(store.root_str)
+
+    @property
+    def root(self) -> Path:
+        return as_path(self.root_str)
 
     def path(self, key: str) -> Path:
-        return self.root / "sha256" / key.split(":", 1)[1]
+        return as_path(chains.chain_dir(self.root_str, key))
 
     def diff_dir(self, key: str) -> Path:
-        return self.path(key) / "diff"
+        return as_path(self.diff_dir_str(key))
+
+    def diff_dir_str(self, key: str) -> str:
+        return chains.diff_dir(self.root_str, key)
 
     def short_name(self, key: str) -> str:
-        return key.split(":", 1)[1][:SHORT_ID_LEN]
+        return chains.short_name(key)
+
+    def lower_name(self, key: str) -> str:
+        """The layer's overlay lower dir, relative to the root: its short link, unless a
+        layer whose key begins the same took it first (12 hex digits, 48 bits, are within a
+        search's reach: an image made so would be mounted in another's place), then its
+        directory's own path."""
+        own = f"sha256/{key.split(':', 1)[1]}/diff"
+        short = f"l/{self.short_name(key)}"
+        with contextlib.suppress(OSError):
+            if os.readlink(os.path.join(self.root_str, short)) == f"../{own}":
+                return short
+        return own
 
     def has(self, key: str) -> bool:
-        return self.diff_dir(key).is_dir()
+        return os.path.isdir(self.diff_dir_str(key))
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
@@ -219,8 +229,11 @@ class LayerStore:
             if key in keep:
                 continue
             with self._lock(key):
-                with contextlib.suppress(FileNotFoundError):
-                    (self.root / "l" / self.short_name(key)).unlink()
+                link = self.root / "l" / self.short_name(key)
+                with contextlib.suppress(OSError):
+                    # only its own: a layer whose key begins the same may hold the short name
+                    if os.readlink(link) == f"../sha256/{d.name}/diff":
+                        link.unlink()
                 _rmtree(d, ignore_errors=True)
             removed.append(key)
         return removed
@@ -304,7 +317,7 @@ def _mark_top_dir(path: Path) -> None:
 def _first_missing(path: Path) -> Path | None:
     """The topmost of `path` and its parents that does not exist (what `mkdir -p` makes)."""
     missing = None
-    probe = Path(os.path.abspath(path))
+    probe = as_path(os.path.abspath(path))
     while not os.path.lexists(probe):
         missing, probe = probe, probe.parent
     return missing

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from imgtool import reference as refs
 from imgtool.atomic import read_private, write_private
@@ -37,7 +36,10 @@ from imgtool.values import Frozen
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
+
+    from imgtool.atomic import StrPath
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 
@@ -169,25 +171,41 @@ def resolve_name(text: str) -> Reference:
     return load().resolve(text)
 
 
-def default_paths() -> list[Path]:
+# paths are strings (os.path), not pathlib: a re-pull reads this (see store.as_path)
+
+
+def default_paths() -> list[str]:
     env = os.environ.get("CONTAINERS_REGISTRIES_CONF")
     if env:
-        return [Path(env)]
-    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    user = home / "containers" / "registries.conf"
-    return [user if user.exists() else Path("/etc/containers/registries.conf")]
+        return [env]
+    home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(_home(), ".config")
+    user = os.path.join(home, "containers", "registries.conf")
+    return [user if os.path.exists(user) else "/etc/containers/registries.conf"]
 
 
-def load(paths: list[Path] | None = None) -> RegistriesConf:
+def _home() -> str:
+    """The user's home directory, as Path.home() finds it; RuntimeError without one."""
+    home = os.path.expanduser("~")
+    if home == "~":
+        raise RuntimeError("Could not determine home directory.")
+    return home
+
+
+def load(paths: Sequence[StrPath] | None = None) -> RegistriesConf:
     """Read registries.conf and its drop-in directory; missing files mean no configuration.
     From the cache when it holds these very files (see the module's docstring)."""
-    files: list[Path] = []
-    for p in paths if paths is not None else default_paths():
-        if p.is_file():
+    files: list[str] = []
+    for given in paths if paths is not None else default_paths():
+        p = os.fspath(given)
+        if os.path.isfile(p):
             files.append(p)
-        dropins = p.with_name(p.name + ".d")
-        if dropins.is_dir():
-            files += sorted(dropins.glob("*.conf"))
+        dropins = p.rstrip("/") + ".d"
+        if os.path.isdir(dropins):
+            files += sorted(
+                os.path.join(dropins, name)
+                for name in os.listdir(dropins)
+                if name.endswith(".conf")
+            )
     if not files:
         return RegistriesConf()
     identity = _identity(files)
@@ -204,27 +222,29 @@ CACHE_LIMIT = 4 << 20
 CACHE_FORMAT = 1  # raised when what is kept, or how the files are read, changes
 
 
-def cache_dir() -> Path | None:
+def cache_dir() -> str | None:
     """$XDG_CACHE_HOME/imgtool (~/.cache/imgtool); None without a home to put it in."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     try:
         # a relative XDG_CACHE_HOME is to be ignored (XDG Base Directory specification)
-        return (Path(xdg) if xdg.startswith("/") else Path.home() / ".cache") / "imgtool"
+        return os.path.join(
+            xdg if xdg.startswith("/") else os.path.join(_home(), ".cache"), "imgtool"
+        )
     except RuntimeError:
         return None
 
 
-def _identity(files: list[Path]) -> list[list[object]] | None:
+def _identity(files: list[str]) -> list[list[object]] | None:
     """What says that a file is the one parsed before: a change of content changes its size or
     its times, and a replaced file its inode. None when one is gone already (the parse says
     so)."""
     out: list[list[object]] = []
     for f in files:
         try:
-            st = f.stat()
+            st = os.stat(f)
         except OSError:
             return None
-        out.append([str(f), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+        out.append([f, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
     return out
 
 
@@ -271,14 +291,15 @@ def _keep(identity: list[list[object]], conf: RegistriesConf) -> None:
         write_private(where, CACHE_FILE, json.dumps(doc).encode())
 
 
-def _parse(files: list[Path]) -> RegistriesConf:
+def _parse(files: list[str]) -> RegistriesConf:
     registries: dict[str, RegistryEntry] = {}
     aliases: dict[str, str] = {}
     import tomllib  # only when there is a file and the cache does not hold it
 
     for f in files:
         try:
-            doc = tomllib.loads(f.read_text())
+            with open(f) as text:
+                doc = tomllib.loads(text.read())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{f}: {e}") from None
         for entry in _entries(doc, f):
@@ -287,10 +308,10 @@ def _parse(files: list[Path]) -> RegistriesConf:
             if not isinstance(v, str):
                 raise ConfigError(f"{f}: alias {k!r} must be a string")
             aliases[k] = v
-    return RegistriesConf(tuple(registries.values()), aliases, tuple(str(f) for f in files))
+    return RegistriesConf(tuple(registries.values()), aliases, tuple(files))
 
 
-def _entries(doc: dict[str, Any], source: Path) -> list[RegistryEntry]:
+def _entries(doc: dict[str, Any], source: str) -> list[RegistryEntry]:
     out = []
     for r in doc.get("registry") or []:
         if not isinstance(r, dict):

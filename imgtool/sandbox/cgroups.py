@@ -26,14 +26,20 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from imgtool.errors import SandboxError
 from imgtool.sandbox import devices, liveness
 from imgtool.sandbox.devices import DEFAULT_RULES, DeviceRule
 from imgtool.values import Frozen
 
-CGROUP_ROOT = Path(os.environ.get("IMGTOOL_CGROUP_ROOT", "/sys/fs/cgroup"))
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from imgtool.atomic import StrPath
+
+# paths are strings (os.path), not pathlib: every `run` comes here (see store.as_path)
+CGROUP_ROOT = os.environ.get("IMGTOOL_CGROUP_ROOT", "/sys/fs/cgroup")
 PARENT = "imgtool"
 CPU_PERIOD = 100_000
 V1_HIERARCHIES = ("memory", "pids", "cpu", "devices")  # the freezer too, where it is mounted
@@ -56,14 +62,19 @@ class Limits(Frozen):
 
 
 def version() -> int:
-    return 2 if (CGROUP_ROOT / "cgroup.controllers").exists() else 1
+    return 2 if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")) else 1
 
 
-def _write(path: Path, value: str) -> None:
+def _write(path: StrPath, value: str) -> None:
     _write_each(path, (value,))
 
 
-def _write_each(path: Path, values: Sequence[str]) -> None:
+def _read(path: StrPath) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write_each(path: StrPath, values: Sequence[str]) -> None:
     """Each value in a write(2) of its own (a cgroup control file takes one value per write),
     all on one descriptor: open, write, close, without a text file object's extra calls."""
     value = values[0]
@@ -78,21 +89,20 @@ def _write_each(path: Path, values: Sequence[str]) -> None:
         raise SandboxError("cgroup write", str(path), e.errno or 0, f"value {value!r}") from None
 
 
-def _v1_freezer() -> Path | None:
+def _v1_freezer() -> str | None:
     try:
         return _v1_dir("freezer")
     except SandboxError:
         return None
 
 
-def _v1_dir(controller: str) -> Path:
+def _v1_dir(controller: str) -> str:
     for name in (controller, f"{controller},cpuacct", f"cpuacct,{controller}"):
-        p = CGROUP_ROOT / name
-        if p.is_dir():
+        p = os.path.join(CGROUP_ROOT, name)
+        if os.path.isdir(p):
             return p
-    raise SandboxError(
-        "cgroup v1", str(CGROUP_ROOT / controller), 0, f"the {controller} controller is not mounted"
-    )
+    where = os.path.join(CGROUP_ROOT, controller)
+    raise SandboxError("cgroup v1", where, 0, f"the {controller} controller is not mounted")
 
 
 class Cgroup:
@@ -106,34 +116,42 @@ class Cgroup:
         self.limits = limits
         self.devices = devices
         self.version = version()
-        self.dirs: list[Path] = []
+        self.dir_strs: list[str] = []
 
-    def _paths(self) -> dict[str, Path]:
+    @property
+    def dirs(self) -> list[Path]:
+        """The directories made for this cgroup, one per hierarchy."""
+        from imgtool.store import as_path
+
+        return [as_path(d) for d in self.dir_strs]
+
+    def _paths(self) -> dict[str, str]:
         if self.version == 2:
-            return {"unified": CGROUP_ROOT / PARENT / self.cid}
+            return {"unified": os.path.join(CGROUP_ROOT, PARENT, self.cid)}
         # no devices hierarchy is no device restriction: refused (by _v1_dir) unless unwanted
         wanted = [c for c in V1_HIERARCHIES if c != "devices" or self.devices is not None]
-        paths = {c: _v1_dir(c) / PARENT / self.cid for c in wanted}
+        paths = {c: os.path.join(_v1_dir(c), PARENT, self.cid) for c in wanted}
         freezer = _v1_freezer()  # lets kill_all stop forks while it kills
         if freezer is not None:
-            paths["freezer"] = freezer / PARENT / self.cid
+            paths["freezer"] = os.path.join(freezer, PARENT, self.cid)
         return paths
 
     def create(self) -> Cgroup:
         paths = self._paths()
         if self.version == 2:
-            parent = CGROUP_ROOT / PARENT
-            parent.mkdir(exist_ok=True)
-            available = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
+            parent = os.path.join(CGROUP_ROOT, PARENT)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(parent)
+            available = _read(os.path.join(CGROUP_ROOT, "cgroup.controllers")).split()
             wanted = [c for c in ("memory", "pids", "cpu") if c in available]
             for d in (CGROUP_ROOT, parent):
                 _enable_controllers(d, wanted)
         for p in paths.values():
             try:
-                p.mkdir(parents=True, exist_ok=True)
+                os.makedirs(p, exist_ok=True)
             except OSError as e:
-                raise SandboxError("mkdir cgroup", str(p), e.errno or 0) from None
-            self.dirs.append(p)
+                raise SandboxError("mkdir cgroup", p, e.errno or 0) from None
+            self.dir_strs.append(p)
         self._apply(paths)
         if self.devices is not None:  # before any process joins: create() comes before add()
             if self.version == 2:
@@ -142,42 +160,44 @@ class Cgroup:
                 write_device_rules(paths["devices"], self.devices)
         return self
 
-    def _apply(self, paths: dict[str, Path]) -> None:
+    def _apply(self, paths: dict[str, str]) -> None:
         lim = self.limits
+        join = os.path.join
         if self.version == 2:
             d = paths["unified"]
             if lim.memory is not None:
-                _write(d / "memory.max", str(lim.memory))
-                if (d / "memory.swap.max").exists():
-                    _write(d / "memory.swap.max", "0")
+                _write(join(d, "memory.max"), str(lim.memory))
+                if os.path.exists(join(d, "memory.swap.max")):
+                    _write(join(d, "memory.swap.max"), "0")
             if lim.cpus is not None:
-                _write(d / "cpu.max", f"{int(lim.cpus * CPU_PERIOD)} {CPU_PERIOD}")
+                _write(join(d, "cpu.max"), f"{int(lim.cpus * CPU_PERIOD)} {CPU_PERIOD}")
             if lim.pids is not None:
-                _write(d / "pids.max", str(lim.pids))
+                _write(join(d, "pids.max"), str(lim.pids))
             return
         if lim.memory is not None:
             m = paths["memory"]
-            _write(m / "memory.limit_in_bytes", str(lim.memory))
-            if (m / "memory.memsw.limit_in_bytes").exists():
-                _write(m / "memory.memsw.limit_in_bytes", str(lim.memory))
+            _write(join(m, "memory.limit_in_bytes"), str(lim.memory))
+            if os.path.exists(join(m, "memory.memsw.limit_in_bytes")):
+                _write(join(m, "memory.memsw.limit_in_bytes"), str(lim.memory))
         if lim.cpus is not None:
             c = paths["cpu"]
-            _write(c / "cpu.cfs_period_us", str(CPU_PERIOD))
-            _write(c / "cpu.cfs_quota_us", str(int(lim.cpus * CPU_PERIOD)))
+            _write(join(c, "cpu.cfs_period_us"), str(CPU_PERIOD))
+            _write(join(c, "cpu.cfs_quota_us"), str(int(lim.cpus * CPU_PERIOD)))
         if lim.pids is not None:
-            _write(paths["pids"] / "pids.max", str(lim.pids))
+            _write(join(paths["pids"], "pids.max"), str(lim.pids))
 
     def hierarchies(self) -> list[str]:
         """The names under /sys/fs/cgroup of the hierarchies this cgroup is in ("unified" on
         v2), as the container's read-only view mounts them."""
         if self.version == 2:
             return ["unified"]
-        return [d.parent.parent.name for d in self.dirs]  # <root>/<hierarchy>/imgtool/<id>
+        # <root>/<hierarchy>/imgtool/<id>
+        return [os.path.basename(os.path.dirname(os.path.dirname(d))) for d in self.dir_strs]
 
     def add(self, pid: int) -> None:
         """Move process `pid` (all its threads) into this cgroup."""
-        for d in self.dirs:
-            _write(d / "cgroup.procs", str(pid))
+        for d in self.dir_strs:
+            _write(os.path.join(d, "cgroup.procs"), str(pid))
 
     def join(self) -> None:
         """Move the calling process, which must be single-threaded (as a freshly forked child
@@ -186,47 +206,46 @@ class Cgroup:
         period (5-20 ms per run here, against 0.5 ms); a single-threaded process is its
         thread. On v2 through cgroup.procs: cgroup.threads cannot cross threaded domains."""
         name = "cgroup.procs" if self.version == 2 else "tasks"
-        for d in self.dirs:
-            _write(d / name, "0")
+        for d in self.dir_strs:
+            _write(os.path.join(d, name), "0")
 
     def oom_kills(self) -> int:
-        for d in self.dirs:
+        for d in self.dir_strs:
             for name in ("memory.events", "memory.oom_control"):
                 with contextlib.suppress(OSError):
-                    for line in (d / name).read_text().splitlines():
+                    for line in _read(os.path.join(d, name)).splitlines():
                         key, _, value = line.partition(" ")
                         if key == "oom_kill":
                             return int(value)
         return 0
 
     def destroy(self) -> None:
-        for d in self.dirs:
+        for d in self.dir_strs:
             remove_dir(d)
 
 
-def _enable_controllers(d: Path, wanted: Sequence[str]) -> None:
+def _enable_controllers(d: str, wanted: Sequence[str]) -> None:
     """Enable `wanted` for d's children, writing only those not enabled yet: once the first
     container has done it, a run reads one file instead of taking the cgroup lock twice."""
-    control = d / "cgroup.subtree_control"
+    control = os.path.join(d, "cgroup.subtree_control")
     try:
-        enabled = control.read_text().split()
+        enabled = _read(control).split()
     except OSError:
         enabled = []
     missing = " ".join(f"+{c}" for c in wanted if c not in enabled)
     if missing:
-        with contextlib.suppress(OSError):
-            control.write_text(missing)
+        _write_quietly(control, missing)
 
 
-def write_device_rules(d: Path, rules: Sequence[DeviceRule]) -> None:
+def write_device_rules(d: StrPath, rules: Sequence[DeviceRule]) -> None:
     """The rules into a fresh v1 devices cgroup `d`: first what is not listed (deny all), then
     the exceptions, as the controller keeps them. In order, a file opened once for each run
     of lines that go to it (two opens for the default rules, not one per rule)."""
     for name, lines in itertools.groupby(devices.v1_lines(rules), key=lambda pair: pair[0]):
-        _write_each(d / name, [line for _, line in lines])
+        _write_each(os.path.join(d, name), [line for _, line in lines])
 
 
-def attach_device_filter(d: Path, rules: Sequence[DeviceRule]) -> None:
+def attach_device_filter(d: StrPath, rules: Sequence[DeviceRule]) -> None:
     """Load the rules' eBPF program and attach it to the cgroup v2 directory `d`: from then on
     every mknod and open of a device by a process in `d`, or below, asks it. BPF_F_ALLOW_MULTI,
     as runc: a program attached above (systemd's) still applies, a device is allowed only when
@@ -250,34 +269,36 @@ def attach_device_filter(d: Path, rules: Sequence[DeviceRule]) -> None:
         os.close(prog_fd)
 
 
-def _write_quietly(path: Path, value: str) -> bool:
+def _write_quietly(path: str, value: str) -> bool:
     try:
-        path.write_text(value)
+        with open(path, "w") as f:
+            f.write(value)
         return True
     except OSError:
         return False
 
 
-def _subtree(d: Path) -> list[Path]:
+def _subtree(d: StrPath) -> list[str]:
     """`d` and the cgroups made below it, deepest first: the order they can be removed in."""
-    found, todo = [], [d]
+    found: list[str] = []
+    todo = [os.fspath(d)]
     while todo:
         current = todo.pop()
         found.append(current)
-        with contextlib.suppress(OSError):
-            todo += [e for e in current.iterdir() if e.is_dir() and not e.is_symlink()]
+        with contextlib.suppress(OSError), os.scandir(current) as entries:
+            todo += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
     return found[::-1]
 
 
-def _pids_in(d: Path) -> list[int]:
+def _pids_in(d: StrPath) -> list[int]:
     pids = []
     for sub in _subtree(d):
         with contextlib.suppress(OSError, ValueError):
-            pids += [int(p) for p in (sub / "cgroup.procs").read_text().split()]
+            pids += [int(p) for p in _read(os.path.join(sub, "cgroup.procs")).split()]
     return pids
 
 
-def _wait_empty(d: Path, deadline: float) -> bool:
+def _wait_empty(d: StrPath, deadline: float) -> bool:
     """Whether cgroup `d` (and below) was empty before `deadline` (time.monotonic)."""
     while _pids_in(d):
         if time.monotonic() > deadline:
@@ -286,52 +307,56 @@ def _wait_empty(d: Path, deadline: float) -> bool:
     return True
 
 
-def _freezer_of(d: Path) -> Path | None:
+def _freezer_of(d: StrPath) -> str | None:
     """What freezes cgroup `d`: `d` itself on v2, its twin in the v1 freezer hierarchy (where
     the container has one), else nothing."""
-    if (d / "cgroup.freeze").exists():
+    d = os.fspath(d)
+    if os.path.exists(os.path.join(d, "cgroup.freeze")):
         return d
     freezer = _v1_freezer()
-    try:
-        below = d.relative_to(CGROUP_ROOT).parts[1:]  # past the hierarchy's own directory
-    except ValueError:
+    # the parts of `d` below CGROUP_ROOT, past the hierarchy's own directory
+    root = os.path.normpath(CGROUP_ROOT)
+    rel = os.path.normpath(d)
+    if not rel.startswith(root.rstrip("/") + "/"):
         return None
+    below = [p for p in rel[len(root.rstrip("/")) + 1 :].split("/") if p][1:]
     if freezer is None or not below:
         return None
-    twin = freezer.joinpath(*below)
-    return twin if (twin / "freezer.state").exists() else None
+    twin = os.path.join(freezer, *below)
+    return twin if os.path.exists(os.path.join(twin, "freezer.state")) else None
 
 
-def _freeze(f: Path, frozen: bool, deadline: float = 0) -> bool:
+def _freeze(f: str, frozen: bool, deadline: float = 0) -> bool:
     """Freeze (or thaw) cgroup `f` and, freezing, wait until every process in it has stopped
     or `deadline` has passed. False when the freezer cannot be written."""
-    v2 = (f / "cgroup.freeze").exists()
+    v2 = os.path.exists(os.path.join(f, "cgroup.freeze"))
     if v2:
-        written = _write_quietly(f / "cgroup.freeze", "1" if frozen else "0")
+        written = _write_quietly(os.path.join(f, "cgroup.freeze"), "1" if frozen else "0")
     else:
-        written = _write_quietly(f / "freezer.state", "FROZEN" if frozen else "THAWED")
+        state = "FROZEN" if frozen else "THAWED"
+        written = _write_quietly(os.path.join(f, "freezer.state"), state)
     while written and frozen and not _is_frozen(f, v2) and time.monotonic() < deadline:
         time.sleep(0.002)
     return written
 
 
-def _is_frozen(f: Path, v2: bool) -> bool:
+def _is_frozen(f: str, v2: bool) -> bool:
     try:
         if v2:
-            return "frozen 1" in (f / "cgroup.events").read_text().splitlines()
-        return (f / "freezer.state").read_text().strip() == "FROZEN"
+            return "frozen 1" in _read(os.path.join(f, "cgroup.events")).splitlines()
+        return _read(os.path.join(f, "freezer.state")).strip() == "FROZEN"
     except OSError:
         return False
 
 
-def kill_all(d: Path, seconds: float = 2) -> bool:
+def kill_all(d: StrPath, seconds: float = 2) -> bool:
     """SIGKILL every process in cgroup `d` and below; whether none is left within `seconds`
     (one in uninterruptible sleep dies when it wakes). cgroup.kill (v2, Linux 5.14) does it in
     the kernel, forks included. Otherwise the cgroup is frozen so that nothing forks between
     the listing and the kills, every process listed is killed, and it is thawed so that the
     kills land; again while anything is left."""
     deadline = time.monotonic() + seconds
-    if _write_quietly(d / "cgroup.kill", "1") and _wait_empty(d, deadline):
+    if _write_quietly(os.path.join(d, "cgroup.kill"), "1") and _wait_empty(d, deadline):
         return True
     freezer = _freezer_of(d)
     while _pids_in(d):
@@ -349,11 +374,11 @@ def kill_all(d: Path, seconds: float = 2) -> bool:
     return True
 
 
-def remove_dir(d: Path) -> None:
+def remove_dir(d: StrPath) -> None:
     """Kill whatever is left in cgroup `d` (kill_all), then remove it and anything made below
     it. Gives up after a few seconds: the cgroup stays, stale, for the next command to retry."""
     try:  # the common case, in one call: nothing left in it, nothing made below it
-        d.rmdir()
+        os.rmdir(d)
         return
     except FileNotFoundError:
         return
@@ -363,44 +388,44 @@ def remove_dir(d: Path) -> None:
     for attempt in range(10):
         try:
             for sub in _subtree(d):
-                sub.rmdir()
+                os.rmdir(sub)
             return
         except OSError:
-            if not d.exists():
+            if not os.path.exists(d):
                 return
         time.sleep(0.01 * (attempt + 1))
         kill_all(d, 0.2)  # a straggler
 
 
-def _bases() -> list[Path]:
+def _bases() -> list[str]:
     if version() == 2:
-        return [CGROUP_ROOT / PARENT]
+        return [os.path.join(CGROUP_ROOT, PARENT)]
     hierarchies = (*V1_HIERARCHIES, "cpu,cpuacct", "freezer")
-    return [CGROUP_ROOT / c / PARENT for c in hierarchies]
+    return [os.path.join(CGROUP_ROOT, c, PARENT) for c in hierarchies]
 
 
-def dirs_of(cid: str) -> list[Path]:
+def dirs_of(cid: str) -> list[str]:
     """The cgroup directories of one container, wherever they exist."""
-    return [b / cid for b in _bases() if (b / cid).is_dir()]
+    return [os.path.join(b, cid) for b in _bases() if os.path.isdir(os.path.join(b, cid))]
 
 
-def is_empty(d: Path) -> bool:
+def is_empty(d: StrPath) -> bool:
     return not _pids_in(d)
 
 
-def stale() -> list[Path]:
+def stale() -> list[str]:
     """Container cgroups whose owner is gone: nobody holds the container's liveness lock (see
     the module docstring for why that is never a starting container). Some may still hold
     processes, which outlived their owner: remove_dir kills them. Every store's containers
     share the hierarchy: liveness comes from the host-wide lock."""
     out = []
     for b in _bases():
-        if b.is_dir() and not b.is_symlink():
+        if os.path.isdir(b) and not os.path.islink(b):
             # scandir: every `run` walks every container's cgroup on the host, in each
             # hierarchy; its entries say which are directories without a stat of each
             with os.scandir(b) as entries:
                 dirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
-            out += [b / name for name in dirs if not liveness.held(name)]
+            out += [os.path.join(b, name) for name in dirs if not liveness.held(name)]
     return out
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from imgtool import inroot
 from imgtool.errors import SandboxError
-from imgtool.sandbox import linux
+from imgtool.sandbox import linux, mountpoints
 from imgtool.sandbox.spec import (
     CAP_NUMBERS,
     MASKED_PATHS,
@@ -69,14 +69,32 @@ def private_mounts(spec: SandboxSpec) -> None:
 def mount_rootfs(spec: SandboxSpec) -> None:
     # short relative lower dir names keep the option string under one page
     _guard("chdir", spec.layers_dir, lambda: os.chdir(spec.layers_dir))
-    lower = ":".join(reversed(spec.lower_dirs))  # overlay lists the top layer first
     if spec.lower_dirs:
-        opts = f"lowerdir={lower},upperdir={spec.upper_dir},workdir={spec.work_dir}"
-        if not (spec.volatile and _mounted_volatile(spec.rootfs, opts)):
+        opts = _overlay_options(spec)
+        volatile = spec.volatile and len(opts) + len(VOLATILE) <= OVERLAY_OPTIONS_MAX
+        if not (volatile and _mounted_volatile(spec.rootfs, opts)):
             linux.mount("overlay", spec.rootfs, "overlay", 0, opts)
     else:  # FROM scratch: an empty lower layer is not allowed, bind the upper dir
         linux.mount(spec.upper_dir, spec.rootfs, "", linux.MS_BIND)
     os.chdir("/")
+
+
+OVERLAY_OPTIONS_MAX = 4095  # mount(2) copies one page of options, its NUL included
+VOLATILE = ",volatile"
+
+
+def _overlay_options(spec: SandboxSpec) -> str:
+    """The overlay's options, within the page mount(2) copies: past it the kernel cuts off
+    the work dir's path. The store's layer of mount points is left out first (the set-up then
+    makes them in the upper dir); an image whose own layers do not fit is an error."""
+    lowers = spec.lower_dirs
+    for names in (lowers, [d for d in lowers if d != mountpoints.NAME]):
+        lower = ":".join(reversed(names))  # overlay lists the top layer first
+        opts = f"lowerdir={lower},upperdir={spec.upper_dir},workdir={spec.work_dir}"
+        if len(opts.encode()) <= OVERLAY_OPTIONS_MAX:
+            return opts
+    why = f"{len(names)} layers: more than one overlay mount can name"
+    raise SandboxError("mount overlay", spec.rootfs, errno.E2BIG, why)
 
 
 def _mounted_volatile(rootfs: str, opts: str) -> bool:
@@ -85,7 +103,7 @@ def _mounted_volatile(rootfs: str, opts: str) -> bool:
     back the whole pull: ~0.5 s), nor does an fsync inside. False on a kernel without the
     option (before 5.10)."""
     try:
-        linux.mount("overlay", rootfs, "overlay", 0, opts + ",volatile")
+        linux.mount("overlay", rootfs, "overlay", 0, opts + VOLATILE)
     except SandboxError as e:
         if e.errno != errno.EINVAL:
             raise

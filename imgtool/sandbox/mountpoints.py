@@ -29,6 +29,9 @@ NAME = "mountpoints"  # the layer's directory, beside the unpacked layers
 DIRECTORIES = {"dev": 0o755, "proc": 0o555, "sys": 0o555, "etc": 0o755}
 ETC_FILES = ("hosts", "hostname", "resolv.conf")
 _LOOK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# overlay's own xattrs, which the mount never shows (whiteout.OVERLAY_XATTR_PREFIXES, not
+# imported: `whiteout` loads `typing`; a test keeps them equal)
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
 
 def layer(layers_root: str) -> str:
@@ -38,9 +41,9 @@ def layer(layers_root: str) -> str:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISDIR(os.lstat(path).st_mode):
             return path
-    tmp = os.path.join(layers_root, "tmp", f"{NAME}.{os.getpid()}")
+    # a name of its own: imgtools in other PID namespaces may share the store
+    tmp = os.path.join(layers_root, "tmp", f"{NAME}.{os.getpid()}.{os.urandom(6).hex()}")
     os.makedirs(os.path.dirname(tmp), exist_ok=True)
-    inroot.remove_tree(tmp)  # a leftover of a killed process with our PID
     try:
         os.mkdir(tmp)
         os.chmod(tmp, 0o755)
@@ -66,10 +69,10 @@ def fits(image_layers: list[str], ours: str) -> bool:
     """Whether the layer `ours` can go on top of the image layers (their directories, any
     order) without changing what the container sees: see the module's docstring."""
     with inroot.opened(os.open(ours, _LOOK)) as fd:
-        etc = _lstat(fd, "etc")
-    if etc is None or not stat.S_ISDIR(etc.st_mode):
-        return False  # not the layer `layer` makes
-    etc_owner = (stat.S_IMODE(etc.st_mode), etc.st_uid, etc.st_gid)
+        if not _made_by_layer(fd):
+            return False  # half made, or not ours: the set-up makes the mount points
+        etc = os.stat("etc", dir_fd=fd, follow_symlinks=False)
+        etc_owner = (stat.S_IMODE(etc.st_mode), etc.st_uid, etc.st_gid, _xattrs(fd, "etc"))
     for directory in image_layers:
         with inroot.opened(os.open(directory, _LOOK)) as fd:
             if not _layer_fits(fd, etc_owner):
@@ -77,7 +80,36 @@ def fits(image_layers: list[str], ours: str) -> bool:
     return True
 
 
-def _layer_fits(fd: int, etc_owner: tuple[int, int, int]) -> bool:
+def _made_by_layer(fd: int) -> bool:
+    """Whether the directory `fd` holds exactly what `layer` makes, owned by us: a file
+    planted there (an /etc/passwd) would show in every container."""
+    owner = os.geteuid()
+    expected = {name: sorted(ETC_FILES) if name == "etc" else [] for name in DIRECTORIES}
+    if sorted(_names(fd, ".")) != sorted(DIRECTORIES):
+        return False
+    for name, mode in DIRECTORIES.items():
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode) or (stat.S_IMODE(st.st_mode), st.st_uid) != (mode, owner):
+            return False
+        if sorted(_names(fd, name)) != expected[name]:
+            return False
+    for name in ETC_FILES:
+        st = os.stat(f"etc/{name}", dir_fd=fd, follow_symlinks=False)  # etc: no link, above
+        if not (stat.S_ISREG(st.st_mode) and st.st_size == 0 and st.st_nlink == 1):
+            return False
+        if (stat.S_IMODE(st.st_mode), st.st_uid) != (0o644, owner):
+            return False
+    return True
+
+
+def _names(dir_fd: int, name: str) -> list[str]:
+    """The entries of the directory `name` under `dir_fd`, not following a symlink."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    with inroot.opened(os.open(name, flags, dir_fd=dir_fd)) as fd:
+        return os.listdir(fd)
+
+
+def _layer_fits(fd: int, etc_owner: tuple[int, int, int, dict[str, bytes]]) -> bool:
     for name in DIRECTORIES:
         st = _lstat(fd, name)
         if st is None or _is_whiteout(st):
@@ -85,7 +117,9 @@ def _layer_fits(fd: int, etc_owner: tuple[int, int, int]) -> bool:
         if not stat.S_ISDIR(st.st_mode):
             return False
         if name == "etc":
-            if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != etc_owner:
+            # the merged /etc shows the top layer's mode, owner and xattrs (ACLs: a default
+            # one decides the modes of the files made in /etc)
+            if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, _xattrs(fd, name)) != etc_owner:
                 return False
             with inroot.opened(os.open("etc", _LOOK, dir_fd=fd)) as etc_fd:
                 for file in ETC_FILES:
@@ -95,6 +129,17 @@ def _layer_fits(fd: int, etc_owner: tuple[int, int, int]) -> bool:
                     ):
                         return False
     return True
+
+
+def _xattrs(dir_fd: int, name: str) -> dict[str, bytes]:
+    """The xattrs of the directory `name` (overlay's own are not shown through the mount)."""
+    with inroot.opened(os.open(name, _LOOK, dir_fd=dir_fd)) as fd:
+        where = inroot.fd_path(fd)
+        return {
+            key: os.getxattr(where, key)
+            for key in os.listxattr(where)
+            if not key.startswith(OVERLAY_XATTR_PREFIXES)
+        }
 
 
 def _lstat(dir_fd: int, name: str) -> os.stat_result | None:

@@ -25,7 +25,7 @@ from imgtool.digest import small_sha256 as sha256  # no OpenSSL to load for a sm
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from pathlib import Path
+    from imgtool.atomic import StrPath
 
 MAGIC = b"imgtool-seccomp-1\n"
 BPF_MAX_INSNS = 4096  # the kernel's limit (seccomp_bpf.MAX_INSNS; a test keeps them equal)
@@ -42,8 +42,18 @@ COMPILER_FILES = (
 
 def cache_key(caps: Iterable[str], machine: str, kernel_release: str) -> str:
     h = sha256()
+    # a read-only file system (squashfs, erofs, composefs: an OS or snap image) gives each
+    # version's files the inode numbers and times of its build: there the text is what counts
+    by_text = bool(os.statvfs(_HERE).f_flag & os.ST_RDONLY)
     for name in COMPILER_FILES:
-        st = os.stat(os.path.join(_HERE, name))
+        path = os.path.join(_HERE, name)
+        if by_text:
+            with open(path, "rb") as f:
+                data = f.read()
+            h.update(f"{name}\0{len(data)}\0".encode())
+            h.update(data)
+            continue
+        st = os.stat(path)
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         h.update(f"{name}\0{ident}\0".encode())
     names = sorted({c.upper().removeprefix("CAP_") for c in caps})
@@ -69,18 +79,18 @@ def encode(program: bytes) -> bytes:
     return MAGIC + len(program).to_bytes(8, "little") + sha256(program).digest() + program
 
 
-def read(cache_dir: Path, key: str) -> bytes | None:
+def read(cache_dir: StrPath, key: str) -> bytes | None:
     """The cached program under `key`, or None (missing, untrusted or damaged)."""
     blob = read_private(cache_dir, f"{key}.bpf", len(MAGIC) + 40 + BPF_MAX_INSNS * 8 + 1)
     return None if blob is None else _decode(blob)
 
 
-def write(cache_dir: Path, key: str, program: bytes) -> None:
+def write(cache_dir: StrPath, key: str, program: bytes) -> None:
     """Keep `program` under `key`; a store we cannot write to just goes without a cache."""
     write_private(cache_dir, f"{key}.bpf", encode(program))
 
 
-def default_filter(caps: Iterable[str], cache_dir: Path) -> bytes:
+def default_filter(caps: Iterable[str], cache_dir: StrPath) -> bytes:
     """Docker's default profile compiled for a container with `caps` on this host, from the
     cache in `cache_dir` when it holds a program we can trust, else compiled and cached."""
     caps = tuple(caps)

@@ -239,18 +239,15 @@ def test_cpu_limit_is_written(busybox: str) -> None:
     assert r.code == 0, r.err
     cid = r.out.strip()
     try:
+        cgroup_root = Path(cgroups.CGROUP_ROOT)
         if cgroups.version() == 2:
-            d = cgroups.CGROUP_ROOT / "imgtool" / cid
+            d = cgroup_root / "imgtool" / cid
             assert (d / "cpu.max").read_text().split() == ["50000", "100000"]
             assert int((d / "memory.max").read_text()) == 64 << 20
         else:
-            cpu = next(
-                p
-                for p in (cgroups.CGROUP_ROOT / "cpu", cgroups.CGROUP_ROOT / "cpu,cpuacct")
-                if p.is_dir()
-            )
+            cpu = next(p for p in (cgroup_root / "cpu", cgroup_root / "cpu,cpuacct") if p.is_dir())
             assert (cpu / "imgtool" / cid / "cpu.cfs_quota_us").read_text().strip() == "50000"
-            mem = cgroups.CGROUP_ROOT / "memory" / "imgtool" / cid
+            mem = cgroup_root / "memory" / "imgtool" / cid
             assert int((mem / "memory.limit_in_bytes").read_text()) == 64 << 20
     finally:
         assert imgtool("rm", "-f", cid).code == 0
@@ -334,7 +331,7 @@ def test_nothing_left_after_runs_and_after_sigkill(busybox: str, store: Store) -
     assert not os.path.exists(f"/proc/{state['pid']}")  # the container died with imgtool
     assert imgtool("ps", "-a").code == 0  # the next command cleans up
     assert list((store.root / "containers").iterdir()) == []
-    assert not [d for d in cgroups.stale() if d.name == state["id"]]
+    assert not [d for d in cgroups.stale() if os.path.basename(d) == state["id"]]
     assert not Path(f"/var/run/netns/imgtool-{state['id'][:12]}").exists()  # bridge netns
     assert not Path(liveness.LOCK_DIR, f"{state['id'][:12]}.lock").exists()
     assert veths_left(f"imgv{state['id'][:11]}") == []

@@ -180,7 +180,7 @@ def test_the_container_is_in_every_cgroup_of_its_own(busybox_store: Store) -> No
         dirs = cgroups.dirs_of(rec.id)
         assert len(dirs) >= (1 if cgroups.version() == 2 else 4)
         for d in dirs:
-            assert (d / "cgroup.procs").read_text().split() == [str(rec.pid)], d
+            assert Path(d, "cgroup.procs").read_text().split() == [str(rec.pid)], d
     finally:
         runner.remove(busybox_store, rec.id, force=True)
     assert not Containers(busybox_store.root).dir(rec.id).exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def test_the_layer_holds_the_mount_points_with_fixed_modes(tmp_path: Path) -> No
     assert not list((tmp_path / "tmp").iterdir())  # its temporary directory is gone
 
 
-def test_the_layer_is_made_once_and_a_leftover_is_cleared(tmp_path: Path) -> None:
+def test_the_layer_is_made_once_and_a_leftover_is_not_in_the_way(tmp_path: Path) -> None:
     first = mountpoints.layer(str(tmp_path))
     marker = Path(first) / "etc" / "hosts"
     inode = marker.stat().st_ino
@@ -43,8 +44,44 @@ def test_the_layer_is_made_once_and_a_leftover_is_cleared(tmp_path: Path) -> Non
     assert mountpoints.layer(str(tmp_path)) == first
     assert marker.stat().st_ino == inode  # not made again
     (tmp_path / mountpoints.NAME).rename(tmp_path / "old")
-    assert mountpoints.layer(str(tmp_path)) == first  # made again, the leftover cleared
-    assert not leftover.exists()
+    assert mountpoints.layer(str(tmp_path)) == first  # made again, in a directory of its own
+    assert mountpoints.fits([], first)
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == [leftover.name]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda p: (p / "etc" / "passwd").write_text("root::0:0::/:/bin/sh\n"),
+        lambda p: (p / "etc" / "hosts").write_text("10.0.0.1 registry\n"),
+        lambda p: (p / "dev" / "null").mkdir(),
+        lambda p: (p / "tmp").mkdir(),
+        lambda p: (p / "proc").chmod(0o777),
+        lambda p: ((p / "sys").rmdir(), (p / "sys").symlink_to("/sys")),
+        lambda p: (
+            (p / "etc" / "hostname").unlink(),
+            os.link(p / "etc" / "hosts", p / "etc" / "hostname"),
+        ),
+    ],
+    ids=[
+        "planted-passwd",
+        "hosts-written",
+        "dev-not-empty",
+        "extra-dir",
+        "mode",
+        "symlink",
+        "hard-link",
+    ],
+)
+def test_a_layer_not_as_made_is_left_out(tmp_path: Path, tamper: object) -> None:
+    """Anything in the shared layer would show in every container: only exactly what
+    `layer` makes is stacked."""
+    ours = Path(mountpoints.layer(str(tmp_path)))
+    image = tmp_path / "image"
+    image.mkdir()
+    assert mountpoints.fits([str(image)], str(ours))
+    tamper(ours)  # type: ignore[operator]
+    assert not mountpoints.fits([str(image)], str(ours))
 
 
 def test_a_layer_made_meanwhile_by_another_run_is_kept(
@@ -114,13 +151,15 @@ def test_a_symlinked_etc_is_not_followed_to_the_host(
     looked: list[object] = []
     real_stat = os.stat
 
-    def watching(path, *args, **kwargs):
-        looked.append(path)
-        return real_stat(path, *args, **kwargs)
+    def watching(path, *args, dir_fd=None, **kwargs):
+        where = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else ""
+        looked.append(os.path.join(where, str(path)))
+        return real_stat(path, *args, dir_fd=dir_fd, **kwargs)
 
     monkeypatch.setattr(os, "stat", watching)
     assert not mountpoints.fits([str(layer)], ours)
-    assert not any(str(p).endswith("hosts") for p in looked)  # never looked below the link
+    assert looked  # ours was looked at
+    assert not any(p.startswith("/etc/") for p in looked)  # never below the image's link
 
 
 def test_a_damaged_layer_of_ours_is_not_used(tmp_path: Path, ours: str) -> None:
@@ -130,3 +169,40 @@ def test_a_damaged_layer_of_ours_is_not_used(tmp_path: Path, ours: str) -> None:
     (Path(ours) / "etc").rmdir()
     (Path(ours) / "etc").write_text("")
     assert not mountpoints.fits([str(image_layer(tmp_path))], ours)
+
+
+def test_an_etc_with_xattrs_goes_without_it(tmp_path: Path, ours: str) -> None:
+    """The merged /etc would show the layer's (none): a default ACL decides the modes of the
+    files made in /etc, so one on the image's /etc must stay visible."""
+    acl_default = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in ((1, 7), (4, 0), (0x20, 0))
+    )
+    from imgtool import whiteout
+
+    assert mountpoints.OVERLAY_XATTR_PREFIXES == whiteout.OVERLAY_XATTR_PREFIXES
+    layer = image_layer(tmp_path)
+    os.setxattr(layer / "etc", "trusted.overlay.opaque", b"y")  # overlay's own: not shown
+    assert mountpoints.fits([str(layer)], ours)
+    os.setxattr(layer / "etc", "system.posix_acl_default", acl_default)
+    assert not mountpoints.fits([str(layer)], ours)
+
+
+def test_the_layer_is_left_out_where_the_overlay_options_would_pass_a_page() -> None:
+    """mount(2) copies one page of options and cuts the rest: the work dir's path cut short
+    was an ENOENT for an image that ran without the layer."""
+    from imgtool.errors import SandboxError
+    from imgtool.sandbox import container
+    from imgtool.sandbox.spec import SandboxSpec
+
+    cdir = "/var/lib/imgtool/containers/" + "c" * 64
+
+    def options(layer_count: int) -> str:
+        lowers = [f"l/{i:012x}" for i in range(layer_count)] + [mountpoints.NAME]
+        spec = SandboxSpec(["true"], lowers, "/", f"{cdir}/upper", f"{cdir}/work", "/r")
+        return container._overlay_options(spec)
+
+    assert options(200).startswith(f"lowerdir={mountpoints.NAME}:l/")
+    assert len(options(258)) <= container.OVERLAY_OPTIONS_MAX  # it fits without the layer
+    assert f"{mountpoints.NAME}:" not in options(258)
+    with pytest.raises(SandboxError, match="259 layers: more than one overlay mount can name"):
+        options(259)

@@ -82,7 +82,7 @@ def test_a_cache_others_could_write_or_a_damaged_one_is_not_used(
     regconf.load([conf_file])
     cache_dir = regconf.cache_dir()
     assert cache_dir is not None
-    cached = cache_dir / regconf.CACHE_FILE
+    cached = Path(cache_dir, regconf.CACHE_FILE)
     doc = json.loads(cached.read_text())
     doc["aliases"]["app"] = "evil.example/app"  # what a writer other than us might put there
     cached.write_text(json.dumps(doc))

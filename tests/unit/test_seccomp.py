@@ -948,3 +948,27 @@ def test_cache_in_an_unwritable_place_still_gives_the_program(tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the directory would go")
     assert cache.default_filter(DEFAULT_CAPS, blocker / "seccomp") == _default_program()
+
+
+def test_cache_key_on_a_read_only_file_system_follows_the_text(tmp_path, monkeypatch):
+    """An image file system (squashfs, erofs) gives each version's files the inode numbers and
+    times of its build: there the sources count by their text."""
+    real_statvfs = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, st: os.statvfs_result) -> None:
+            self.f_flag = st.f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly(real_statvfs(path)))
+    keys = []
+    for version in ("a", "b"):  # two installs of the same text: new inodes, new times
+        here = tmp_path / version
+        here.mkdir()
+        for name in cache.COMPILER_FILES:
+            shutil.copy(os.path.join(cache._HERE, name), here / name)
+        monkeypatch.setattr(cache, "_HERE", str(here))
+        keys.append(cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0"))
+    assert keys[0] == keys[1]
+    edited = tmp_path / "b" / "seccomp_default.json"
+    edited.write_bytes(edited.read_bytes()[::-1])  # same size, new text
+    assert cache.cache_key(DEFAULT_CAPS, "x86_64", "6.18.0") != keys[0]
