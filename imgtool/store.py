@@ -121,6 +121,7 @@ class Ingest:
         self.already_done = store.has_blob(str(digest))
         self._hash = sha256()
         self.offset = 0
+        self._synced = -1  # the offset up to which sync() made the file durable
         if not self.already_done:
             self._rehash_partial()
 
@@ -163,6 +164,13 @@ class Ingest:
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._hash = sha256()
         self.offset = 0
+        self._synced = -1
+
+    def sync(self) -> None:
+        """Make what was written durable now, beside other downloads, rather than all at once
+        at commit, which then has nothing left to sync."""
+        os.fsync(self._fd)
+        self._synced = self.offset
 
     def write(self, data: bytes) -> None:
         if self.size is not None and self.offset + len(data) > self.size:
@@ -190,13 +198,16 @@ class Ingest:
             self.discard()
             raise
 
-    def commit(self) -> None:
+    def commit(self, sync_dir: bool = True) -> None:
         """Verify size and digest, then move the blob into place. On a mismatch the partial
-        file is discarded and nothing enters the store."""
+        file is discarded and nothing enters the store. `sync_dir` False: the caller commits
+        several and then calls `Store.sync_blobs()` once, before anything names them."""
         self.verify()
-        os.fsync(self._fd)
+        if self._synced != self.offset:  # sync() did it, unless bytes came after
+            os.fsync(self._fd)
         os.replace(self.path_str, self.store.blob_path_str(str(self.digest)))
-        fsync_dir(os.path.join(self.store.root_str, "blobs", "sha256"))
+        if sync_dir:
+            self.store.sync_blobs()
 
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -346,8 +357,13 @@ class Store:
         self.init()
         return Ingest(self, Digest.parse_sha256(digest), size)
 
-    def write_blob(self, data: bytes, digest: str | None = None) -> str:
-        """Store bytes; when `digest` is given they must hash to it. Returns the digest."""
+    def sync_blobs(self) -> None:
+        """Make the renames into blobs/ durable: one directory fsync for any number of them."""
+        fsync_dir(self._at("blobs", "sha256"))
+
+    def write_blob(self, data: bytes, digest: str | None = None, sync_dir: bool = True) -> str:
+        """Store bytes; when `digest` is given they must hash to it. Returns the digest.
+        `sync_dir` as `Ingest.commit`'s."""
         actual = str(Digest.of(data))
         if digest is not None and digest != actual:
             raise DigestMismatch("blob", digest, actual, len(data))
@@ -357,7 +373,7 @@ class Store:
             if not ing.already_done:
                 ing.restart()
                 ing.write(data)
-                ing.commit()
+                ing.commit(sync_dir)
         return actual
 
     def write_blob_from(self, src: BinaryIO) -> tuple[str, int]:

@@ -4,7 +4,6 @@ registry, an archive file."""
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 
 from imgtool import oci
@@ -89,7 +88,7 @@ class StoreDestination(Destination):
             self.progress(Event("start", short, 0, desc.size))
             src.send_blob(desc, ing)  # the partial file hashes what it is given
             ing.verify()  # every blob of the transaction checked before any is committed
-            _flush(ing)  # here, beside the other downloads, not all at once at commit
+            ing.sync()  # here, beside the other downloads, not all at once at commit
         except BaseException:
             ing.discard()
             ing.close()
@@ -102,11 +101,12 @@ class StoreDestination(Destination):
         try:
             for digest in list(self._staged):
                 ing = self._staged[digest]
-                ing.commit()  # checked already: renamed into blobs/
+                ing.commit(sync_dir=False)  # checked and synced already: renamed
                 ing.close()
                 del self._staged[digest]
             for doc in self._documents:
-                self.store.write_blob(doc.raw, doc.digest)
+                self.store.write_blob(doc.raw, doc.digest, sync_dir=False)
+            self.store.sync_blobs()  # every rename above, once, before a name points at them
             for name, desc in self._names:
                 if name:
                     self.store.set_ref(name, desc)
@@ -121,14 +121,6 @@ class StoreDestination(Destination):
             ing.close()
         self._staged.clear()
         self._stack.close()
-
-
-def _flush(ing: Ingest) -> None:
-    fd = ing.reader_fd()
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RegistryDestination(Destination):
