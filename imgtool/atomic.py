@@ -20,11 +20,16 @@ if TYPE_CHECKING:
 
 
 def _split(path: StrPath) -> tuple[str, str]:
-    """(parent, name) of `path`, as Path's .parent and .name are: a trailing slash ignored,
-    the parent of a bare name is "."."""
+    """(parent, name) of `path`, as Path's .parent and .name are: empty and "." components
+    dropped (a trailing "/." names the directory before it, not "."), the parent of a bare
+    name is "."."""
     text = os.fspath(path)
-    parent, name = os.path.split(text.rstrip("/") or text)
-    return parent or ".", name
+    names = [part for part in text.split("/") if part and part != "."]
+    root = "//" if text[:2] == "//" and text[2:3] != "/" else "/" if text[:1] == "/" else ""
+    if not names:
+        return root or ".", ""
+    parent = "/".join(names[:-1])
+    return (root + parent if root else parent or "."), names[-1]
 
 
 def fsync_dir(path: StrPath) -> None:

@@ -201,7 +201,7 @@ class Ingest:
     def commit(self, sync_dir: bool = True) -> None:
         """Verify size and digest, then move the blob into place. On a mismatch the partial
         file is discarded and nothing enters the store. `sync_dir` False: the caller commits
-        several and then calls `Store.sync_blobs()` once, before anything names them."""
+        several; `set_ref` and `add_unnamed` sync blobs/ once before they name any."""
         self.verify()
         if self._synced != self.offset:  # sync() did it, unless bytes came after
             os.fsync(self._fd)
@@ -422,6 +422,13 @@ class Store:
         }
         atomic_write(self._at("index.json"), json.dumps(doc, indent=2).encode() + b"\n")
 
+    def _write_index_naming(self, manifests: list[oci.Descriptor]) -> None:
+        """index.json naming an image: the renames into blobs/ made durable first. Here, not
+        by whoever renamed: a blob found present may be another process's rename (commit with
+        sync_dir=False) that its directory fsync has not reached yet."""
+        self.sync_blobs()
+        self._write_index(manifests)
+
     def entries(self) -> list[oci.Descriptor]:
         """The descriptors of index.json, named or not, in order."""
         if not os.path.exists(self._at("oci-layout")):
@@ -441,7 +448,7 @@ class Store:
                 return  # a pull of what is already here: no rewrite, no fsync
             manifests = [d for d in current if d.ref_name != name]
             manifests.append(new)
-            self._write_index(manifests)
+            self._write_index_naming(manifests)
 
     def add_unnamed(self, desc: oci.Descriptor) -> None:
         """List an image in index.json without a name (docker's <none>), once."""
@@ -450,7 +457,7 @@ class Store:
             manifests = self._read_index()
             if not any(d.digest == desc.digest and not d.ref_name for d in manifests):
                 manifests.append(desc)
-                self._write_index(manifests)
+                self._write_index_naming(manifests)
 
     def remove_ref(self, name: str) -> oci.Descriptor:
         self.init()

@@ -101,12 +101,11 @@ class StoreDestination(Destination):
         try:
             for digest in list(self._staged):
                 ing = self._staged[digest]
-                ing.commit(sync_dir=False)  # checked and synced already: renamed
+                ing.commit(sync_dir=False)  # checked and synced; set_ref syncs blobs/
                 ing.close()
                 del self._staged[digest]
             for doc in self._documents:
                 self.store.write_blob(doc.raw, doc.digest, sync_dir=False)
-            self.store.sync_blobs()  # every rename above, once, before a name points at them
             for name, desc in self._names:
                 if name:
                     self.store.set_ref(name, desc)

@@ -14,7 +14,11 @@ from imgtool.layer.unpacked import LayerStore
 from imgtool.store import Store
 
 
-@pytest.mark.parametrize("text", ["/a", "/a/b/", "b", "/", "a//b", "./x", "../y/z", "a/b//", "//a"])
+@pytest.mark.parametrize(
+    "text",
+    ["/a", "/a/b/", "b", "/", "a//b", "./x", "../y/z", "a/b//", "//a"]
+    + ["", ".", "/.", "a/.", "a/./", "a/b/.", "///", "///a", "a/..", "..", "a/./b"],
+)
 def test_split_is_paths_parent_and_name(text: str) -> None:
     assert atomic._split(text) == (str(Path(text).parent), Path(text).name)
 

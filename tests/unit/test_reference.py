@@ -129,6 +129,8 @@ def test_docker_defaults() -> None:
         ("foo:-bad", "invalid tag"),
         ("repo@sha256:abc", "right length"),
         ("", "empty"),
+        ("alpine:3.\u0661\u0662", "invalid tag"),  # Arabic-Indic digits: Go's \\w is ASCII
+        ("alpine:caf\u00e9", "invalid tag"),
     ],
 )
 def test_refusal_says_why(text: str, why: str) -> None:
