@@ -305,7 +305,12 @@ class Store:
             raise StoreError(str(e)) from None
 
     def has_blob(self, digest: str) -> bool:
-        return os.path.isfile(self.blob_path_str(digest))
+        """Whether the blob is here: a regular file, not a link (in a layout a stranger made,
+        a link would make a copy skip the blob and name what is not in it)."""
+        try:
+            return stat.S_ISREG(os.lstat(self.blob_path_str(digest)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def open_blob(self, digest: str) -> BinaryIO:
         """A blob, opened without following a symlink below the store's root, and only a

@@ -60,3 +60,17 @@ def test_a_plain_blob_reads(layout: Store) -> None:
     digest = layout.write_blob(b"plain")
     with layout.open_blob(digest) as f:
         assert f.read() == b"plain"
+
+
+def test_a_linked_blob_is_not_a_blob_the_store_has(tmp_path: Path) -> None:
+    """A copy into a layout a stranger made skips the blobs it has: a link in blobs/ must
+    not count as one, or the image would be named without its blob."""
+    store = Store(tmp_path / "layout")
+    digest = store.write_blob(b"layer bytes")
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"layer bytes")
+    blob = Path(store.blob_path_str(digest))
+    blob.unlink()
+    blob.symlink_to(target)
+    assert not store.has_blob(digest)
+    assert not store.has_blob("sha256:" + "0" * 64)
