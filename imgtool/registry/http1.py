@@ -1,5 +1,6 @@
 """The head of an HTTP/1.x answer, read strictly: its status line and header lines, as both
-plain-HTTP paths (`plainhttp` and `quickhead`) read them. No I/O.
+plain-HTTP paths (`plainhttp` and `quickhead`) read them; and the connection both open. No
+other I/O.
 
 Strict where http.client is lenient: a folded (obsolete) header line, a name with blanks
 around it or a status line that is not HTTP/1.0 or 1.1 is `Malformed`. The limits are
@@ -8,10 +9,29 @@ http.client's, kept when plainhttp stopped using it.
 
 from __future__ import annotations
 
+import _socket  # the C module: the `socket` wrapper costs ~5 ms of imports and enum building
 from collections.abc import Iterator, Mapping
 
 MAX_LINE = 65536  # bytes in one line of a head
 MAX_HEADERS = 100  # header lines in one head
+
+
+def connect(name: bytes, port: int, timeout: float) -> _socket.socket:
+    """socket.create_connection on the C module: each address of `name` in turn. The name is
+    bytes: getaddrinfo given a str encodes it with the idna codec, whose first use imports
+    unicodedata and stringprep (~2 ms); the callers let only ASCII names through."""
+    last: OSError = OSError(f"no address for {name!r}")
+    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as e:
+            sock.close()
+            last = e
+            continue
+        return sock
+    raise last
 
 
 class Malformed(ValueError):

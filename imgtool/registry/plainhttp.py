@@ -38,6 +38,7 @@ from imgtool.registry.http1 import (
     Headers,
     Malformed,
     NotAStatusLine,
+    connect,
     decimal,
     parse_head,
 )
@@ -90,26 +91,6 @@ class _NoAnswer(TransportError):
 _STALE = (_NoAnswer, ConnectionResetError, BrokenPipeError)
 
 
-def _connect(host: str, port: int, timeout: float) -> _socket.socket:
-    """socket.create_connection on the C module: the `socket` wrapper costs ~5 ms of imports
-    and enum building that nothing here needs, and getaddrinfo given a str host encodes it
-    with the idna codec, whose first use imports unicodedata and stringprep (~2 ms). The
-    host is ASCII (`_address` lets no other through)."""
-    last: OSError = OSError(f"no address for {host}")
-    name = host.encode("ascii")
-    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
-        sock = _socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(address)
-        except OSError as e:
-            sock.close()
-            last = e
-            continue
-        return sock
-    raise last
-
-
 def _sendfile(sock: _socket.socket, data: BinaryIO, count: int) -> int | None:
     """Up to `count` bytes of the file from its position with sendfile(2), waiting out a full
     send buffer within the socket's timeout, as socket.sendfile does: the bytes sent (the file
@@ -157,7 +138,7 @@ class _Connection:
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.key = f"{host}:{port}"
-        self.sock = _connect(host, port, timeout)
+        self.sock = connect(host.encode("ascii"), port, timeout)
         try:
             # a head and a small body go in separate sends: Nagle would hold the second
             self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)

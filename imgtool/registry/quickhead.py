@@ -27,7 +27,7 @@ import sys
 import time
 
 from imgtool import mediatypes as mt
-from imgtool.registry.http1 import Malformed, decimal, parse_head
+from imgtool.registry.http1 import Malformed, connect, decimal, parse_head
 from imgtool.registry.options import (
     MAX_MANIFEST_BYTES,
     USER_AGENT,
@@ -133,23 +133,13 @@ def _left(deadline: float) -> float:
 
 
 def _exchange_plain(name: bytes, port: int, request: bytes, deadline: float) -> bytes:
-    # the C module: the `socket` wrapper costs ~3 ms to build its enums, and nothing here
-    # needs them
-    import _socket
-
-    last: OSError = OSError(f"no address for {name!r}")
-    for family, kind, proto, _, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
-        sock = _socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(_left(deadline))
-            sock.connect(address)
-            sock.sendall(request)
-            return _read_head(sock, deadline)
-        except OSError as e:
-            last = e
-        finally:
-            sock.close()
-    raise last
+    sock = connect(name, port, _left(deadline))
+    try:
+        sock.settimeout(_left(deadline))
+        sock.sendall(request)
+        return _read_head(sock, deadline)
+    finally:
+        sock.close()
 
 
 def _exchange_tls(
